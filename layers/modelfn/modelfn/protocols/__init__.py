@@ -1,0 +1,20 @@
+"""Wire formats only: decode a request into named numpy arrays, encode outputs back. No I/O, no framework."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from modelfn.errors import InvalidInput
+
+
+def split_rows(results: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Batch-major outputs as one {output: value} dict per row (TF `predictions`, plain `/predict`)."""
+    sizes = {a.shape[0] if a.ndim else None for a in results.values()}
+    if len(sizes) != 1 or None in sizes:
+        raise InvalidInput("the model's outputs do not share a batch dimension; ask for whole tensors instead")
+    lists = {name: a.tolist() for name, a in results.items()}
+    count = sizes.pop() or 0
+    return [{name: lists[name][i] for name in results} for i in range(count)]

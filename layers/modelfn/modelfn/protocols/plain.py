@@ -1,0 +1,44 @@
+"""The plain route: `{"features": [...]}` (one row) or `{"features": [[...], ...]}` for a model's single input,
+answered with one object per row, `{"predictions": [{"<output>": value, ...}, ...]}`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from modelfn import jsonio
+from modelfn.errors import InvalidInput
+from modelfn.protocols import split_rows
+from modelfn.session import LoadedModel
+from modelfn.signature import coerce
+
+Preprocess = Callable[[Any, LoadedModel], Mapping[str, np.ndarray]]
+Postprocess = Callable[[list[dict[str, Any]], LoadedModel], list[dict[str, Any]]]
+
+
+def decode_request(body: bytes, model: LoadedModel, preprocess: Preprocess | None = None) -> dict[str, np.ndarray]:
+    req = jsonio.loads(body, "predict request")
+    if not isinstance(req, dict) or "features" not in req:
+        raise InvalidInput('body must be {"features": [...]} (one row) or {"features": [[...], ...]} (rows)')
+    features = req["features"]
+    if preprocess is not None:
+        return dict(preprocess(features, model))
+    if len(model.inputs) != 1:
+        names = [s.name for s in model.inputs]
+        raise InvalidInput(f"/predict feeds a single input; this model has {names}: use /v2/models/{model.name}/infer")
+    spec = model.inputs[0]
+    arr = coerce(spec, features, None, "features")
+    if arr.ndim == len(spec.shape) - 1:  # one row without its batch dimension
+        arr = arr[np.newaxis, ...]
+    return {spec.name: arr}
+
+
+def encode_response(
+    results: Mapping[str, np.ndarray], model: LoadedModel, postprocess: Postprocess | None = None
+) -> dict[str, Any]:
+    out = split_rows(results)
+    if postprocess is not None:
+        out = postprocess(out, model)
+    return {"predictions": out}

@@ -1,0 +1,188 @@
+"""Open Inference Protocol (KServe v2) with the binary tensor data extension, as tritonclient.http speaks it.
+
+A binary request is `<JSON header><tensor bytes...>` with the JSON's length in the Inference-Header-Content-Length
+header; each binary input names its byte count in `parameters.binary_data_size`, in input order. Outputs are
+binary when asked (`parameters.binary_data` per output, or `binary_data_output` for all).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelfn import jsonio
+from modelfn.errors import InvalidInput
+from modelfn.session import LoadedModel
+from modelfn.signature import NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec, coerce
+
+HEADER = "Inference-Header-Content-Length"
+
+
+@dataclass
+class V2Request:
+    inputs: dict[str, np.ndarray]
+    outputs: list[str] = field(default_factory=list)
+    binary_outputs: set[str] = field(default_factory=set)
+    id: str | None = None
+
+
+def _shape(raw: Any, where: str) -> list[int]:
+    if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
+        raise InvalidInput(f"{where}: 'shape' must be a list of non-negative integers, got {raw!r}")
+    return raw
+
+
+def decode_bytes_tensor(buf: bytes | memoryview, where: str) -> np.ndarray:
+    """BYTES in binary form: each element is a 4-byte little-endian length followed by that many bytes."""
+    items: list[bytes] = []
+    view = memoryview(buf)
+    pos = 0
+    while pos < len(view):
+        if pos + 4 > len(view):
+            raise InvalidInput(f"{where}: truncated BYTES element length at offset {pos}")
+        (n,) = struct.unpack_from("<I", view, pos)
+        pos += 4
+        if pos + n > len(view):
+            raise InvalidInput(f"{where}: BYTES element of {n} bytes runs past the end of the data")
+        items.append(bytes(view[pos : pos + n]))
+        pos += n
+    return np.array(items, dtype=np.object_)
+
+
+def encode_bytes_tensor(arr: np.ndarray) -> bytes:
+    parts = []
+    for item in arr.ravel():
+        data = item if isinstance(item, bytes) else str(item).encode("utf-8")
+        parts.append(struct.pack("<I", len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def _binary_tensor(spec: TensorSpec, shape: list[int], buf: memoryview, where: str) -> np.ndarray:
+    if spec.datatype == "BYTES":
+        arr = decode_bytes_tensor(buf, where)
+    else:
+        itemsize = spec.dtype.itemsize
+        if len(buf) % itemsize:
+            raise InvalidInput(f"{where}: {len(buf)} bytes is not a whole number of {spec.datatype} elements")
+        arr = np.frombuffer(buf, dtype=spec.dtype.newbyteorder("<"))
+    count = int(np.prod(shape)) if shape else 1
+    if arr.size != count:
+        raise InvalidInput(f"{where}: shape {shape} needs {count} elements, the binary data holds {arr.size}")
+    return arr.reshape(shape)
+
+
+def decode_request(body: bytes, header_length: int | None, model: LoadedModel) -> V2Request:
+    """Parse a v2 request (JSON, or JSON header + binary tensors) into arrays of the declared datatypes."""
+    if header_length is not None:
+        if header_length < 0 or header_length > len(body):
+            raise InvalidInput(f"{HEADER} is {header_length} but the body has only {len(body)} bytes")
+        head, binary = body[:header_length], memoryview(body)[header_length:]
+    else:
+        head, binary = body, memoryview(b"")
+    req = jsonio.loads(head, "inference request")
+    if not isinstance(req, dict):
+        raise InvalidInput("inference request must be a JSON object with an 'inputs' list")
+    raw_inputs = req.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput("inference request needs a non-empty 'inputs' list")
+    specs = {s.name: s for s in model.inputs}
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for i, item in enumerate(raw_inputs):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidInput(f"inputs[{i}] must be an object with a 'name'")
+        name = item["name"]
+        where = f"input {name!r}"
+        if name in inputs:
+            raise InvalidInput(f"{where} appears twice")
+        spec = specs.get(name)
+        if spec is None:
+            raise InvalidInput(f"unknown input {name!r}; the model expects {[s.describe() for s in model.inputs]}")
+        datatype = item.get("datatype")
+        if datatype not in V2_TO_NUMPY:
+            raise InvalidInput(f"{where}: unknown datatype {datatype!r}; expected {spec.datatype}")
+        if datatype != spec.datatype:
+            raise InvalidInput(f"{where}: datatype {datatype} does not match the model's {spec.datatype}")
+        shape = _shape(item.get("shape"), where)
+        params = item.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            if not isinstance(size, int) or size < 0:
+                raise InvalidInput(f"{where}: binary_data_size must be a non-negative integer")
+            if offset + size > len(binary):
+                raise InvalidInput(
+                    f"{where}: binary_data_size {size} runs past the {len(binary)} bytes of binary data after the header"
+                )
+            inputs[name] = _binary_tensor(spec, shape, binary[offset : offset + size], where)
+            offset += size
+        elif "data" in item:
+            inputs[name] = coerce(spec, item["data"], shape, where)
+        else:
+            raise InvalidInput(f"{where} has neither 'data' nor parameters.binary_data_size")
+    if offset != len(binary):
+        raise InvalidInput(f"{len(binary) - offset} bytes of binary data after the header belong to no input")
+
+    req_params = req.get("parameters") or {}
+    binary_all = bool(isinstance(req_params, dict) and req_params.get("binary_data_output"))
+    outputs: list[str] = []
+    binary_outputs: set[str] = set()
+    raw_outputs = req.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise InvalidInput("'outputs' must be a list of {'name': ...} objects")
+        for j, out in enumerate(raw_outputs):
+            if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+                raise InvalidInput(f"outputs[{j}] must be an object with a 'name'")
+            outputs.append(out["name"])
+            oparams = out.get("parameters") or {}
+            if isinstance(oparams, dict) and oparams.get("classification"):
+                raise InvalidInput("the classification extension is not supported; request the raw output")
+            flag = oparams.get("binary_data") if isinstance(oparams, dict) else None
+            if flag or (flag is None and binary_all):
+                binary_outputs.add(out["name"])
+    elif binary_all:
+        binary_outputs = set(model.output_names)
+    rid = req.get("id")
+    return V2Request(inputs, outputs, binary_outputs, str(rid) if rid is not None else None)
+
+
+def encode_response(
+    model: LoadedModel, results: Mapping[str, np.ndarray], binary: set[str], rid: str | None
+) -> tuple[bytes, int | None]:
+    """The response body and, when any output is binary, the JSON header's length for HEADER."""
+    outs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, arr in results.items():
+        datatype = NUMPY_TO_V2.get(arr.dtype)
+        if datatype is None:
+            raise TypeError(f"output {name!r} has dtype {arr.dtype}, which v2 cannot carry")
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
+        if name in binary:
+            blob = encode_bytes_tensor(arr) if datatype == "BYTES" else np.ascontiguousarray(arr).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = jsonio.tensor_list(arr.ravel())
+        outs.append(entry)
+    doc: dict[str, Any] = {"model_name": model.name, "model_version": str(model.version), "outputs": outs}
+    if rid is not None:
+        doc["id"] = rid
+    head = jsonio.dumps(doc)
+    if not blobs:
+        return head, None
+    return b"".join([head, *blobs]), len(head)
+
+
+def metadata(model: LoadedModel, versions: Sequence[int]) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "versions": [str(v) for v in versions],
+        "platform": "onnxruntime_onnx",
+        "inputs": [s.model_dump() for s in model.inputs],
+        "outputs": [s.model_dump() for s in model.outputs],
+    }

@@ -1,0 +1,139 @@
+"""onnxruntime sessions: threads sized to the CPUs this process may use, providers with CPU fallback, warm-up."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from modelfn.errors import InvalidInput
+from modelfn.settings import Settings
+from modelfn.signature import TensorSpec, spec_from_onnx, validate_inputs
+
+log = logging.getLogger("modelfn")
+CPU = "CPUExecutionProvider"
+
+
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by the cgroup quota (v2 cpu.max, else v1 cfs quota); None when unlimited or unknown."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        if quota_us > 0 and period_us > 0:
+            return quota_us / period_us
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def available_cpus() -> int:
+    """CPUs this process may actually run on: affinity mask, then cgroup quota; never the host's count alone."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        cpus = min(cpus, max(1, math.ceil(limit)))
+    return max(1, cpus)
+
+
+def choose_providers(requested: Sequence[str], available: Sequence[str] | None = None) -> list[str]:
+    """The requested providers that this onnxruntime build has, in order, always ending with CPU.
+
+    Anything unavailable is dropped with one warning naming what was asked and what is used, so a model never
+    fails to load because an accelerator is missing."""
+    have = set(available if available is not None else ort.get_available_providers())
+    chosen = [p for p in requested if p in have and p != CPU] + [CPU]
+    missing = [p for p in requested if p not in have]
+    if missing:
+        log.warning("execution providers %s are not available; asked for %s, using %s", missing, list(requested), chosen)
+    return chosen
+
+
+def session_options(settings: Settings) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = settings.intra_op_threads or available_cpus()
+    opts.inter_op_num_threads = settings.inter_op_threads or 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return opts
+
+
+def read_signature(session: ort.InferenceSession) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    inputs = [spec_from_onnx(a.name, a.type, a.shape) for a in session.get_inputs()]
+    outputs = [spec_from_onnx(a.name, a.type, a.shape) for a in session.get_outputs()]
+    return inputs, outputs
+
+
+def example_inputs(specs: Sequence[TensorSpec], batch: int = 1) -> dict[str, np.ndarray]:
+    """Zeros fitting the signature (variable dims become `batch`), for warm-up and smoke tests."""
+    out: dict[str, np.ndarray] = {}
+    for s in specs:
+        shape = tuple(batch if d == -1 else d for d in s.shape)
+        if s.datatype == "BYTES":
+            out[s.name] = np.full(shape, b"", dtype=np.object_)
+        else:
+            out[s.name] = np.zeros(shape, dtype=s.dtype)
+    return out
+
+
+@dataclass
+class LoadedModel:
+    """A verified, loaded and warmed-up model version: what the HTTP, SQS and S3 paths all run."""
+
+    name: str
+    version: int
+    session: ort.InferenceSession
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    sha256: str = ""
+    load_seconds: float = 0.0
+    providers: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+    def predict(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Validate against the signature, run, return the requested outputs by name."""
+        names = list(outputs) if outputs else self.output_names
+        unknown = [n for n in names if n not in self.output_names]
+        if unknown:
+            raise InvalidInput(f"unknown output(s) {unknown}; the model has {self.output_names}")
+        feed = validate_inputs(self.inputs, inputs)
+        try:
+            results = self.session.run(names, feed)
+        except (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.Fail) as e:
+            # Shapes passed validation but the graph disagrees (e.g. a fixed inner dim hidden behind -1).
+            raise InvalidInput(f"model {self.name!r} version {self.version} rejected the input: {e}") from e
+        return dict(zip(names, (np.asarray(r) for r in results), strict=True))
+
+
+def load_session(path: Path, settings: Settings) -> ort.InferenceSession:
+    providers = choose_providers(settings.provider_list)
+    return ort.InferenceSession(str(path), sess_options=session_options(settings), providers=providers)
+
+
+def warm_up(model: LoadedModel) -> None:
+    """Run once at load time: onnxruntime allocates and picks kernels on the first run, not at creation."""
+    try:
+        model.session.run(None, example_inputs(model.inputs))
+    except Exception as e:  # zeros may be outside a model's domain; real requests still decide
+        log.warning("model %r version %d: warm-up inference failed: %s", model.name, model.version, e)

@@ -1,0 +1,115 @@
+"""The versioned store layout of the contract: <model>/<version>/{model.onnx,manifest.json}, <model>/labels.json."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from modelfn.errors import InvalidInput, ModelNotFound, StoreError
+from modelfn.signature import TensorSpec
+from modelfn.store.base import ObjectStore
+
+ARTIFACT = "model.onnx"
+MANIFEST = "manifest.json"
+LABELS = "labels.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+
+
+class Manifest(BaseModel):
+    """Written after the artifact, so a version without a manifest is invisible (half-published)."""
+
+    name: str
+    version: int = Field(gt=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    quantization: dict[str, Any] | None = None
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    opset: int | None = None
+    producer: str | None = None
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise InvalidInput(f"invalid model name {name!r}: letters, digits, '_', '-', '.' (at most 128)")
+    return name
+
+
+def check_label(label: str) -> str:
+    if not _LABEL.match(label):
+        raise InvalidInput(f"invalid label {label!r}: a letter, then letters, digits, '_' or '-'")
+    return label
+
+
+def artifact_key(name: str, version: int) -> str:
+    return f"{name}/{version}/{ARTIFACT}"
+
+
+def manifest_key(name: str, version: int) -> str:
+    return f"{name}/{version}/{MANIFEST}"
+
+
+def labels_key(name: str) -> str:
+    return f"{name}/{LABELS}"
+
+
+class ModelRepository:
+    """Models, versions, labels and manifests of one store. Reads only; publishing lives in tools."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    def models(self) -> list[str]:
+        return [n for n in self.store.list_dirs("") if _NAME.match(n)]
+
+    def versions(self, name: str) -> list[int]:
+        """Published versions (those with a manifest), ascending."""
+        found = sorted(int(d) for d in self.store.list_dirs(check_name(name)) if d.isdigit() and int(d) > 0)
+        return [v for v in found if self.store.exists(manifest_key(name, v))]
+
+    def labels(self, name: str) -> dict[str, int]:
+        try:
+            raw = json.loads(self.store.read_bytes(labels_key(check_name(name))))
+        except ModelNotFound:
+            return {}
+        except json.JSONDecodeError as e:
+            raise StoreError(f"{self.store.join(labels_key(name))} is not valid JSON: {e}") from e
+        return {str(k): int(v) for k, v in raw.items()}
+
+    def manifest(self, name: str, version: int) -> Manifest:
+        key = manifest_key(check_name(name), version)
+        try:
+            data = self.store.read_bytes(key)
+        except ModelNotFound as e:
+            raise ModelNotFound(f"model {name!r} has no version {version}") from e
+        try:
+            return Manifest.model_validate_json(data)
+        except ValidationError as e:
+            raise StoreError(f"{self.store.join(key)} is not a valid manifest: {e}") from e
+
+    def resolve(self, name: str, version: str | int | None) -> int:
+        """An integer version as is; a label through labels.json; None: label 'stable', else the highest."""
+        if isinstance(version, int) or (isinstance(version, str) and version.isdigit()):
+            return int(version)
+        labels = self.labels(name)
+        if version is None:
+            if "stable" in labels:
+                return labels["stable"]
+            versions = self.versions(name)
+            if not versions:
+                raise ModelNotFound(f"model {name!r} not found in {self.uri}")
+            return versions[-1]
+        if version not in labels:
+            known = ", ".join(sorted(labels)) or "none"
+            raise ModelNotFound(f"model {name!r} has no label {version!r} (labels: {known})")
+        return labels[version]

@@ -1,0 +1,82 @@
+"""A local folder as a model store: what tests, `modelfn dev` without S3 and air-gapped users run on."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from modelfn.errors import ModelNotFound, PublishError
+from modelfn.store.base import CHUNK, ObjectStore, Progress
+
+
+class LocalStore(ObjectStore):
+    def __init__(self, root: Path) -> None:
+        self.root = root.expanduser().resolve()
+        self.uri = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root != path and self.root not in path.parents:
+            raise ValueError(f"key {key!r} escapes the store root")
+        return path
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as e:
+            raise ModelNotFound(f"{self.join(key)} does not exist") from e
+
+    def _atomic_write(self, dest: Path, write: object) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)  # type: ignore[operator]
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        dest = self._path(key)
+        if if_absent:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError as e:
+                raise PublishError(f"{self.join(key)} already exists") from e
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return
+        self._atomic_write(dest, lambda f: f.write(data))
+
+    def iter_chunks(self, key: str) -> Iterator[bytes]:
+        try:
+            f = self._path(key).open("rb")
+        except FileNotFoundError as e:
+            raise ModelNotFound(f"{self.join(key)} does not exist") from e
+        with f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+
+    def upload_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
+        def copy(f: object) -> None:
+            with path.open("rb") as src:
+                while chunk := src.read(CHUNK):
+                    f.write(chunk)  # type: ignore[attr-defined]
+                    if progress:
+                        progress(len(chunk))
+
+        self._atomic_write(self._path(key), copy)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -1,0 +1,1 @@
+"""Tooling (CLI, publish, quantize, examples, local stack): imported lazily, never on the Lambda hot path."""

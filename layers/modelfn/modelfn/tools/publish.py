@@ -1,0 +1,165 @@
+"""Publishing: verify an ONNX file loads, record its signature, optionally quantize, upload artifact then manifest.
+
+The manifest goes last and is written only if absent, so a half-published version is never visible and two
+publishers cannot both claim one version number."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from modelfn.errors import ModelfnError, ModelNotFound, PublishError
+from modelfn.settings import Settings
+from modelfn.store import Manifest, ModelRepository, open_store
+from modelfn.store.base import Progress, file_sha256
+from modelfn.store.layout import artifact_key, check_label, check_name, labels_key, manifest_key
+
+PROGRESS_THRESHOLD = 8 * 1024 * 1024
+
+
+def inspect(path: Path) -> tuple[list[Any], list[Any], dict[str, Any]]:
+    """Check the file is a valid ONNX model that onnxruntime can load; return its signature and a few facts."""
+    import onnx
+
+    from modelfn.session import read_signature
+
+    try:
+        onnx.checker.check_model(str(path))
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise PublishError(f"{path} is not a valid ONNX model: {e}") from e
+    try:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        inputs, outputs = read_signature(session)
+    except Exception as e:
+        raise PublishError(f"{path} does not load in onnxruntime: {e}") from e
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
+    producer = f"{proto.producer_name} {proto.producer_version}".strip() or None
+    return inputs, outputs, {"opset": opset, "producer": producer}
+
+
+def _progress_bar(total: int, label: str) -> Progress | None:
+    if total < PROGRESS_THRESHOLD:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, file=sys.stderr, leave=False)
+
+    def update(n: int) -> None:
+        bar.update(n)
+        if bar.n >= total:
+            bar.close()
+
+    return update
+
+
+def next_version(repo: ModelRepository, name: str) -> int:
+    """One past the highest version folder, published or not (a half-published number is never reused)."""
+    taken = [int(d) for d in repo.store.list_dirs(name) if d.isdigit()]
+    return max(taken, default=0) + 1
+
+
+def publish(
+    model_path: Path,
+    store_uri: str,
+    name: str,
+    version: int | None = None,
+    quantize: str | None = None,
+    labels: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    check_name(name)
+    for label in labels or []:
+        check_label(label)
+    if not model_path.is_file():
+        raise PublishError(f"{model_path} does not exist")
+    repo = ModelRepository(open_store(store_uri))
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = model_path
+        quantization = None
+        if quantize:
+            from modelfn.tools.quantize import quantize as run_quantize
+
+            inspect(model_path)  # refuse a broken source before spending time on it
+            artifact = Path(tmp) / "model.onnx"
+            quantization = run_quantize(model_path, artifact, quantize)
+        inputs, outputs, facts = inspect(artifact)
+        if version is None:
+            version = next_version(repo, name)
+        elif version < 1:
+            raise PublishError(f"version must be a positive integer, got {version}")
+        elif repo.store.exists(manifest_key(name, version)):
+            raise PublishError(f"model {name!r} version {version} already exists in {repo.uri}; versions are immutable")
+        sha = file_sha256(artifact)
+        size = artifact.stat().st_size
+        manifest = Manifest(
+            name=name,
+            version=version,
+            sha256=sha,
+            size_bytes=size,
+            inputs=inputs,
+            outputs=outputs,
+            quantization=quantization,
+            **facts,
+        )
+        repo.store.upload_file(
+            artifact_key(name, version), artifact, _progress_bar(size, f"{name} v{version}") if progress else None
+        )
+        repo.store.write_bytes(
+            manifest_key(name, version), manifest.model_dump_json(indent=2).encode(), if_absent=True
+        )
+    for label in labels or []:
+        set_label(store_uri, name, label, version)
+    return {"name": name, "version": version, "sha256": sha, "uri": repo.store.join(artifact_key(name, version))}
+
+
+def set_label(store_uri: str, name: str, label: str, version: int) -> dict[str, int]:
+    """Point a label at a published version. Read-modify-write of labels.json: run label moves one at a time."""
+    check_name(name)
+    check_label(label)
+    repo = ModelRepository(open_store(store_uri))
+    if not repo.store.exists(manifest_key(name, version)):
+        raise ModelNotFound(f"model {name!r} has no published version {version} in {repo.uri}")
+    labels = repo.labels(name)
+    labels[label] = version
+    repo.store.write_bytes(labels_key(name), json.dumps(labels, indent=2, sort_keys=True).encode())
+    return labels
+
+
+def list_models(store_uri: str) -> list[dict[str, Any]]:
+    repo = ModelRepository(open_store(store_uri))
+    out = []
+    for name in repo.models():
+        versions = []
+        for v in repo.versions(name):
+            try:
+                m = repo.manifest(name, v)
+                versions.append(
+                    {
+                        "version": v,
+                        "sha256": m.sha256,
+                        "size_bytes": m.size_bytes,
+                        "quantization": (m.quantization or {}).get("weight_type"),
+                        "created_at": m.created_at,
+                    }
+                )
+            except ModelfnError as e:
+                versions.append({"version": v, "error": e.message})
+        out.append({"name": name, "versions": versions, "labels": repo.labels(name)})
+    return out
+
+
+def settings_store(store: str | None) -> str:
+    uri = Settings.load(store=store).store
+    if not uri:
+        raise PublishError("no store given: pass --store URI or set MODELFN_STORE")
+    return uri
