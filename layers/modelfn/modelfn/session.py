@@ -61,7 +61,9 @@ def choose_providers(requested: Sequence[str], available: Sequence[str] | None =
     chosen = [p for p in requested if p in have and p != CPU] + [CPU]
     missing = [p for p in requested if p not in have]
     if missing:
-        log.warning("execution providers %s are not available; asked for %s, using %s", missing, list(requested), chosen)
+        log.warning(
+            "execution providers %s are not available; asked for %s, using %s", missing, list(requested), chosen
+        )
     return chosen
 
 

@@ -93,7 +93,7 @@ def spec_from_onnx(name: str, onnx_type: str, shape: Sequence[Any]) -> TensorSpe
 
 
 def shape_matches(expected: Sequence[int], actual: Sequence[int]) -> bool:
-    return len(expected) == len(actual) and all(e == -1 or e == a for e, a in zip(expected, actual, strict=True))
+    return len(expected) == len(actual) and all(e in (-1, a) for e, a in zip(expected, actual, strict=True))
 
 
 def coerce(spec: TensorSpec, data: Any, shape: Sequence[int] | None = None, where: str = "") -> np.ndarray:
@@ -104,10 +104,7 @@ def coerce(spec: TensorSpec, data: Any, shape: Sequence[int] | None = None, wher
     """
     label = where or f"input {spec.name!r}"
     try:
-        if spec.datatype == "BYTES":
-            arr = np.asarray(_to_bytes_list(data), dtype=np.object_)
-        else:
-            arr = np.asarray(data)
+        arr = np.asarray(_to_bytes_list(data), dtype=np.object_) if spec.datatype == "BYTES" else np.asarray(data)
     except (ValueError, TypeError) as e:
         raise InvalidInput(f"{label}: data is not a rectangular array of numbers ({e})") from e
     if spec.datatype != "BYTES":

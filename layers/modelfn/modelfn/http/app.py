@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -125,9 +125,7 @@ def create_app(
         content, json_len = await compute(body, run)
         if json_len is None:
             return Response(content, media_type=JSON)
-        return Response(
-            content, media_type="application/octet-stream", headers={v2.HEADER: str(json_len)}
-        )
+        return Response(content, media_type="application/octet-stream", headers={v2.HEADER: str(json_len)})
 
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         app.add_api_route(prefix, v2_model, methods=["GET"], tags=["v2"], summary="Model metadata")
@@ -214,4 +212,3 @@ def create_app(
         return _json({"status": "ok", "version": __version__, "loaded": loaded})
 
     return app
-

@@ -80,7 +80,7 @@ def _decode_rows(instances: Any, specs: Sequence[TensorSpec]) -> dict[str, np.nd
 
 
 def _decode_columns(inputs: Any, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
-    if isinstance(inputs, dict) and not set(inputs) == {"b64"}:
+    if isinstance(inputs, dict) and set(inputs) != {"b64"}:
         by_name = {s.name: s for s in specs}
         unknown = sorted(set(inputs) - set(by_name))
         if unknown:

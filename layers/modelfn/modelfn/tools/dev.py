@@ -56,7 +56,9 @@ class Tour:
         if hdrs.get("Content-Type", "").startswith("application/json"):
             print("  " + shown.decode())
         else:
-            print(f"  <{len(raw)} bytes, {hdrs.get('Content-Type')}, JSON header {hdrs.get('Inference-Header-Content-Length')}>")
+            print(
+                f"  <{len(raw)} bytes, {hdrs.get('Content-Type')}, JSON header {hdrs.get('Inference-Header-Content-Length')}>"
+            )
         if status != expect:
             self.failures.append(f"{method} {path}: {status}, expected {expect}")
         return status, raw, hdrs
@@ -71,18 +73,31 @@ def tour(base: str) -> list[str]:
     t.call(
         "POST",
         "/v2/models/iris/infer",
-        {"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [2, 4],
-                     "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}]},
+        {
+            "inputs": [
+                {
+                    "name": "float_input",
+                    "datatype": "FP32",
+                    "shape": [2, 4],
+                    "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3],
+                }
+            ]
+        },
     )
     print("\n# KServe v2, binary tensor data extension: the int8 MLP (label stable), one row of 256 floats")
     x = np.linspace(-1, 1, 256, dtype=np.float32).reshape(1, 256)
-    head = json.dumps({
-        "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 256],
-                    "parameters": {"binary_data_size": x.nbytes}}],
-        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
-    }).encode()
+    head = json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "datatype": "FP32", "shape": [1, 256], "parameters": {"binary_data_size": x.nbytes}}
+            ],
+            "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
     status, raw, hdrs = t.call(
-        "POST", "/v2/models/mlp/infer", head + x.tobytes(),
+        "POST",
+        "/v2/models/mlp/infer",
+        head + x.tobytes(),
         headers={"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))},
     )
     if status == 200:
@@ -93,19 +108,30 @@ def tour(base: str) -> list[str]:
     t.call("POST", "/v1/models/mlp/labels/fp32:predict", {"instances": [x[0].tolist()]})
     t.call("GET", "/v1/models/mlp/versions/2")
     print("\n# TensorFlow Serving REST: columnar format, two named inputs (FP32 and INT64)")
-    t.call("POST", "/v1/models/ranker:predict",
-           {"inputs": {"dense": [[0.1, 0.2, 0.3, 0.4]], "item_ids": [[3, 14, 15]]}})
-    t.call("POST", "/v1/models/ranker:predict",
-           {"instances": [{"dense": [0.1, 0.2, 0.3, 0.4], "item_ids": [3, 14, 15]},
-                          {"dense": [1, 1, 1, 1], "item_ids": [9, 2, 6]}]})
+    t.call(
+        "POST", "/v1/models/ranker:predict", {"inputs": {"dense": [[0.1, 0.2, 0.3, 0.4]], "item_ids": [[3, 14, 15]]}}
+    )
+    t.call(
+        "POST",
+        "/v1/models/ranker:predict",
+        {
+            "instances": [
+                {"dense": [0.1, 0.2, 0.3, 0.4], "item_ids": [3, 14, 15]},
+                {"dense": [1, 1, 1, 1], "item_ids": [9, 2, 6]},
+            ]
+        },
+    )
     print("\n# plain /predict")
     t.call("POST", "/predict?model=iris", {"features": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
     print("\n# a client's mistake is a 4xx with a JSON error that says what was expected")
-    t.call("POST", "/v2/models/iris/infer",
-           {"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}, expect=400)
+    t.call(
+        "POST",
+        "/v2/models/iris/infer",
+        {"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]},
+        expect=400,
+    )
     t.call("GET", "/v2/models/nosuchmodel", expect=404)
     return t.failures
-
 
 
 def run_dev(host: str, port: int, s3_port: int, once: bool, workdir: str | None) -> int:

@@ -114,9 +114,7 @@ def publish(
         repo.store.upload_file(
             artifact_key(name, version), artifact, _progress_bar(size, f"{name} v{version}") if progress else None
         )
-        repo.store.write_bytes(
-            manifest_key(name, version), manifest.model_dump_json(indent=2).encode(), if_absent=True
-        )
+        repo.store.write_bytes(manifest_key(name, version), manifest.model_dump_json(indent=2).encode(), if_absent=True)
     for label in labels or []:
         set_label(store_uri, name, label, version)
     return {"name": name, "version": version, "sha256": sha, "uri": repo.store.join(artifact_key(name, version))}
