@@ -4,3 +4,15 @@ Importing the package is cheap: the runtime pieces are imported by the modules t
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """`from modelfn import ModelFunction` without importing the runtime when only the version is wanted."""
+    if name == "ModelFunction":
+        from modelfn.function import ModelFunction
+
+        return ModelFunction
+    raise AttributeError(name)
+
+
+__all__ = ["ModelFunction", "__version__"]

@@ -39,6 +39,10 @@ class ModelCache:
             for k in self.stats:
                 self.stats[k] = 0
 
+    def forget_labels(self) -> None:
+        """Resolve labels afresh on next use (after a SnapStart restore the snapshot's resolutions are stale)."""
+        self._labels.clear()
+
     def loaded(self) -> list[LoadedModel]:
         return list(self._models.values())
 
@@ -86,6 +90,7 @@ class ModelCache:
 
     def _load(self, repo: ModelRepository, name: str, version: int, settings: Settings) -> LoadedModel:
         started = time.perf_counter()
+        settings = settings.for_model(name)
         manifest = repo.manifest(name, version)  # ModelNotFound propagates: the version does not exist
         path = self._artifact(repo, manifest, settings.cache_dir)
         try:

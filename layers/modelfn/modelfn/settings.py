@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     model: str | None = Field(default=None, description="The function's own model")
     version: str | None = Field(default=None, description="Integer version or label; default stable, else highest")
     results: str | None = Field(default=None, description="Store URI prefix where batch handlers write")
+    input_prefix: str = Field(default="incoming/", description="S3 key prefix the batch function scores objects under")
     cache_dir: Path = Field(default=Path("/tmp/modelfn"), description="Disk cache of artifacts, by sha256")
     max_body_bytes: int = Field(default=6 * 1024 * 1024, gt=0, description="Larger request bodies get 413")
     label_ttl: float = Field(default=30.0, ge=0, description="Seconds a resolved label (and a failed load) is trusted")
@@ -28,11 +29,25 @@ class Settings(BaseSettings):
     intra_op_threads: int | None = Field(default=None, ge=1, description="Default: the CPUs this process may use")
     inter_op_threads: int | None = Field(default=None, ge=1)
     warmup: bool = Field(default=True, description="Run one inference at load time so the first request pays nothing")
+    batching: bool = Field(default=False, description="Dynamic batching in long-running servers (never on Lambda)")
+    max_batch_size: int = Field(default=32, ge=1, description="Rows one batched session.run may hold")
+    max_batch_wait_ms: float = Field(default=2.0, ge=0, description="How long a batch waits to fill")
+    models_config: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description='Per-model overrides of the fields above, JSON: {"mlp": {"providers": "...", "batching": true}}',
+    )
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
         """Settings from the environment, with explicit (non-None) arguments taking precedence."""
         return cls(**{k: v for k, v in overrides.items() if v is not None})
+
+    def for_model(self, name: str) -> Settings:
+        """These settings with the model's own overrides from MODELFN_MODELS_CONFIG applied."""
+        overrides = self.models_config.get(name)
+        if not overrides:
+            return self
+        return self.model_copy(update=dict(self.model_validate({**self.model_dump(), **overrides}).model_dump()))
 
     @property
     def provider_list(self) -> list[str]:

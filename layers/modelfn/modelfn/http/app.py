@@ -78,7 +78,8 @@ def create_app(
     async def model_for(name: str, version: str | None) -> LoadedModel:
         """Loaded models are returned at once; a load (download, verify, session) runs off the event loop."""
         resolved = registry.resolve(name, version)
-        return registry.peek(name, resolved) or await run_in_threadpool(registry.get, name, resolved)
+        loaded = registry.peek(name, resolved)
+        return loaded if loaded is not None else await run_in_threadpool(registry.get, name, resolved)
 
     async def compute(body: bytes, fn: Callable[[], Any]) -> Any:
         return fn() if len(body) <= INLINE_BYTES else await run_in_threadpool(fn)

@@ -60,13 +60,33 @@ class ErrorResponse(BaseModel):
     error: str
 
 
+def schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its `$defs` inlined: OpenAPI resolves `#/$defs/...` against the whole
+    document, which has no `$defs`, so pydantic's nested-model references would dangle in /openapi.json."""
+    raw = model.model_json_schema()
+    defs = raw.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            rest = {k: inline(v) for k, v in node.items() if k != "$ref"}
+            return {**inline(defs[ref.removeprefix("#/$defs/")]), **rest}
+        return {k: inline(v) for k, v in node.items()}
+
+    return dict(inline(raw))
+
+
 def body(request: type[BaseModel], response: type[BaseModel]) -> dict[str, Any]:
     """openapi_extra for a raw-body route: the request schema plus 200 and error responses."""
-    error = {"content": {"application/json": {"schema": ErrorResponse.model_json_schema()}}}
+    error = {"content": {"application/json": {"schema": schema(ErrorResponse)}}}
     return {
-        "requestBody": {"required": True, "content": {"application/json": {"schema": request.model_json_schema()}}},
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema(request)}}},
         "responses": {
-            "200": {"content": {"application/json": {"schema": response.model_json_schema()}}},
+            "200": {"content": {"application/json": {"schema": schema(response)}}},
             "400": {"description": "The request does not fit the model's signature", **error},
             "404": {"description": "Unknown model, version or label", **error},
             "413": {"description": "Body over MODELFN_MAX_BODY_BYTES", **error},

@@ -43,7 +43,10 @@ def _tensor(spec: TensorSpec, value: Any, where: str) -> np.ndarray:
 
 
 def decode_request(body: bytes, model: LoadedModel) -> TFRequest:
-    req = jsonio.loads(body, "predict request")
+    return decode_parsed(jsonio.loads(body, "predict request"), model)
+
+
+def decode_parsed(req: Any, model: LoadedModel) -> TFRequest:
     if not isinstance(req, dict):
         raise InvalidInput("predict request must be a JSON object with 'instances' or 'inputs'")
     sig = req.get("signature_name", SIGNATURE)

@@ -84,7 +84,11 @@ def decode_request(body: bytes, header_length: int | None, model: LoadedModel) -
         head, binary = body[:header_length], memoryview(body)[header_length:]
     else:
         head, binary = body, memoryview(b"")
-    req = jsonio.loads(head, "inference request")
+    return decode_parsed(jsonio.loads(head, "inference request"), binary, model)
+
+
+def decode_parsed(req: Any, binary: memoryview, model: LoadedModel) -> V2Request:
+    """Decode an already parsed JSON header (and the binary part after it, empty for pure JSON)."""
     if not isinstance(req, dict):
         raise InvalidInput("inference request must be a JSON object with an 'inputs' list")
     raw_inputs = req.get("inputs")

@@ -7,13 +7,19 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
 Progress = Callable[[int], None]
 """Called with the number of bytes moved since the last call."""
 
 CHUNK = 1024 * 1024
+
+
+class ObjectWriter(Protocol):
+    def write(self, data: bytes) -> int: ...
 
 
 class ObjectStore(abc.ABC):
@@ -37,6 +43,15 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def upload_file(self, key: str, path: Path, progress: Progress | None = None) -> None:
         """Upload a local file (multipart where the backend has it)."""
+
+    @abc.abstractmethod
+    def open_reader(self, key: str) -> BinaryIO:
+        """A readable binary stream over the object, read as it is consumed (bounded memory for large files)."""
+
+    @abc.abstractmethod
+    def open_writer(self, key: str) -> AbstractContextManager[ObjectWriter]:
+        """A writer whose object appears only when the `with` block exits cleanly: on an exception nothing is
+        left behind (S3: the multipart upload is aborted; local: the temporary file is removed)."""
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -90,9 +105,24 @@ def open_store(uri: str) -> ObjectStore:
     if parsed.scheme == "file":
         from modelfn.store.local import LocalStore
 
+        if parsed.netloc not in ("", "localhost"):  # file://models/x would silently mean /x
+            raise ValueError(f"store URI {uri!r} names a host {parsed.netloc!r}: use file:///abs/path")
         return LocalStore(Path(unquote(parsed.path)))
     if parsed.scheme in ("", None) or len(parsed.scheme) == 1:  # a plain path (or a Windows drive letter)
         from modelfn.store.local import LocalStore
 
         return LocalStore(Path(uri))
     raise ValueError(f"unsupported store URI {uri!r}: use s3://bucket/prefix, file:///path or a path")
+
+
+def split_uri(uri: str) -> tuple[ObjectStore, str]:
+    """An object URI as (store holding it, key): s3://bucket/a/b.csv -> (s3://bucket, 'a/b.csv'),
+    file:///x/y.csv or /x/y.csv -> (file:///x, 'y.csv')."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        key = parsed.path.lstrip("/")
+        if not parsed.netloc or not key:
+            raise ValueError(f"{uri!r} does not name an object: use s3://bucket/key")
+        return open_store(f"s3://{parsed.netloc}"), key
+    path = Path(unquote(parsed.path) if parsed.scheme == "file" else uri).expanduser().resolve()
+    return open_store(str(path.parent)), path.name

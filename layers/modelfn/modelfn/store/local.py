@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from modelfn.errors import ModelNotFound, PublishError
-from modelfn.store.base import CHUNK, ObjectStore, Progress
+from modelfn.store.base import CHUNK, ObjectStore, ObjectWriter, Progress
 
 
 class LocalStore(ObjectStore):
@@ -44,12 +46,16 @@ class LocalStore(ObjectStore):
         dest = self._path(key)
         if if_absent:
             dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
             try:
-                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.chmod(tmp, 0o644)
+                os.link(tmp, dest)  # atomic create-if-absent: never a half-written (or empty) object at dest
             except FileExistsError as e:
                 raise PublishError(f"{self.join(key)} already exists") from e
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
             return
         self._atomic_write(dest, lambda f: f.write(data))
 
@@ -71,6 +77,25 @@ class LocalStore(ObjectStore):
                         progress(len(chunk))
 
         self._atomic_write(self._path(key), copy)
+
+    def open_reader(self, key: str) -> BinaryIO:
+        try:
+            return self._path(key).open("rb")
+        except FileNotFoundError as e:
+            raise ModelNotFound(f"{self.join(key)} does not exist") from e
+
+    @contextmanager
+    def open_writer(self, key: str) -> Iterator[ObjectWriter]:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()

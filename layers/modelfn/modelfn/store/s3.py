@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -14,10 +16,11 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from modelfn.errors import ModelNotFound, PublishError, StoreError
-from modelfn.store.base import CHUNK, ObjectStore, Progress
+from modelfn.store.base import CHUNK, ObjectStore, ObjectWriter, Progress
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 
@@ -99,6 +102,23 @@ class S3Store(ObjectStore):
         except S3UploadFailedError as e:
             raise StoreError(f"could not upload {self.join(key)}: {e}") from e
 
+    def open_reader(self, key: str) -> BinaryIO:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except (ClientError, BotoCoreError) as e:
+            raise self._fail(key, "read", e) from e
+        return cast(BinaryIO, io.BufferedReader(cast(io.RawIOBase, body), buffer_size=CHUNK))
+
+    @contextmanager
+    def open_writer(self, key: str) -> Iterator[ObjectWriter]:
+        writer = MultipartWriter(self.client, self.bucket, self._key(key))
+        try:
+            yield writer
+            writer.complete()
+        except BaseException:
+            writer.abort()
+            raise
+
     def exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
@@ -121,3 +141,54 @@ class S3Store(ObjectStore):
         except (ClientError, BotoCoreError) as e:
             raise self._fail(prefix, "list", e) from e
         return sorted(names)
+
+
+class MultipartWriter:
+    """Buffers writes into parts of PART_SIZE and uploads each as it fills, so memory stays bounded whatever the
+    object's size. An object smaller than one part is sent with a single PUT."""
+
+    PART_SIZE = 8 * 1024 * 1024  # S3's minimum is 5 MiB for every part but the last
+
+    def __init__(self, client: S3Client, bucket: str, key: str) -> None:
+        self.client, self.bucket, self.key = client, bucket, key
+        self.buffer = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[CompletedPartTypeDef] = []
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        self.size += len(data)
+        if len(self.buffer) >= self.PART_SIZE:
+            self._flush()
+        return len(data)
+
+    def _flush(self) -> None:
+        if self.upload_id is None:
+            self.upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"]
+        number = len(self.parts) + 1
+        etag = self.client.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=bytes(self.buffer)
+        )["ETag"]
+        self.parts.append({"ETag": etag, "PartNumber": number})
+        self.buffer.clear()
+
+    def complete(self) -> None:
+        try:
+            if self.upload_id is None:
+                self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer))
+                return
+            if self.buffer:
+                self._flush()
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
+            )
+        except (ClientError, BotoCoreError) as e:
+            raise StoreError(f"could not write s3://{self.bucket}/{self.key}: {e}") from e
+
+    def abort(self) -> None:
+        if self.upload_id is not None:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+            except (ClientError, BotoCoreError):
+                pass  # the bucket's lifecycle rule for incomplete uploads is the backstop

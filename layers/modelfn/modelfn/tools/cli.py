@@ -65,6 +65,12 @@ def cmd_serve(a: argparse.Namespace) -> int:
     return serve(a.store, a.models, a.host, a.port, a.log_level)
 
 
+def cmd_invoke(a: argparse.Namespace) -> int:
+    from modelfn.tools.invoke import run_invoke
+
+    return run_invoke(a.function, a.event, a.template, a.env_vars)
+
+
 def cmd_dev(a: argparse.Namespace) -> int:
     from modelfn.tools.dev import run_dev
 
@@ -112,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--log-level", default="warning")
     s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("invoke", help="run one function of a SAM template on one event, like `sam local invoke`")
+    s.add_argument("function", nargs="?", help="logical id of the function (optional if the template has one)")
+    s.add_argument("--event", "-e", help='event JSON file, "-" for stdin (default: {})')
+    s.add_argument("--template", "-t", help="SAM template (default: ./template.yaml)")
+    s.add_argument("--env-vars", "-n", help='SAM env-vars JSON: {"Parameters": {...}, "<Function>": {...}}')
+    s.set_defaults(fn=cmd_invoke)
 
     s = sub.add_parser("dev", help="embedded S3 (moto) + example models + the API, kept running")
     s.add_argument("--host", default="127.0.0.1")

@@ -172,6 +172,9 @@ def run_dev(host: str, port: int, s3_port: int, once: bool, workdir: str | None)
     base = f"http://{host}:{port}"
     print(f"serving on {base} (docs: {base}/docs); store {STORE} at {aws.endpoint}")
     failures = tour(base)
+    from modelfn.tools.dev_batch import batch_tour
+
+    failures += batch_tour(STORE, Path(tmp.name) / "cache")
     if failures:
         print("\nunexpected answers:\n  " + "\n  ".join(failures), file=sys.stderr)
     try:

@@ -1,0 +1,201 @@
+"""Readers and writers per file format. A reader yields chunks of rows as (row numbers, ids, feature rows);
+a writer turns scored chunks into bytes for the output object."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Protocol
+
+import numpy as np
+
+from modelfn import jsonio
+from modelfn.errors import InvalidInput
+
+FORMATS = (".csv", ".jsonl", ".parquet")
+
+
+@dataclass
+class Chunk:
+    rows: list[int]  # 1-based row numbers, header excluded
+    ids: list[Any]  # None where the input has no id
+    features: list[Any]  # one entry per row: a list of raw values, or an Exception for a row that failed to parse
+    has_id: bool
+
+
+def format_of(key: str) -> str:
+    for ext in FORMATS:
+        if key.lower().endswith(ext):
+            return ext
+    raise InvalidInput(f"{key}: unsupported file type; batch scoring reads {', '.join(FORMATS)}")
+
+
+def read_csv(stream: BinaryIO, chunk_rows: int) -> Iterator[Chunk]:
+    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    reader = csv.reader(text)
+    header = next(reader, None)
+    if header is None:
+        return
+    header = [h.strip() for h in header]
+    id_col = header.index("id") if "id" in header else None
+    feature_cols = [i for i, h in enumerate(header) if i != id_col]
+    width = len(header)
+    chunk = Chunk([], [], [], id_col is not None)
+    for n, record in enumerate(reader, start=1):
+        if not record:  # a blank line is not a row
+            continue
+        chunk.rows.append(n)
+        chunk.ids.append(record[id_col] if id_col is not None and id_col < len(record) else None)
+        if len(record) != width:
+            chunk.features.append(InvalidInput(f"expected {width} fields as in the header, got {len(record)}"))
+        else:
+            chunk.features.append([record[i] for i in feature_cols])
+        if len(chunk.rows) >= chunk_rows:
+            yield chunk
+            chunk = Chunk([], [], [], id_col is not None)
+    if chunk.rows:
+        yield chunk
+
+
+def read_jsonl(stream: BinaryIO, chunk_rows: int) -> Iterator[Chunk]:
+    """Each line: {"id": ..., "features": [...]}, or a bare list of features."""
+    chunk = Chunk([], [], [], True)
+    n = 0
+    for line in stream:
+        if not line.strip():
+            continue
+        n += 1
+        chunk.rows.append(n)
+        try:
+            obj = jsonio.loads(line, f"line {n}")
+            if isinstance(obj, list):
+                chunk.ids.append(None)
+                chunk.features.append(obj)
+            elif isinstance(obj, dict) and isinstance(obj.get("features"), list):
+                chunk.ids.append(obj.get("id"))
+                chunk.features.append(obj["features"])
+            else:
+                chunk.ids.append(obj.get("id") if isinstance(obj, dict) else None)
+                chunk.features.append(InvalidInput('expected {"features": [...]} or a JSON list'))
+        except InvalidInput as e:
+            chunk.ids.append(None)
+            chunk.features.append(e)
+        if len(chunk.rows) >= chunk_rows:
+            yield chunk
+            chunk = Chunk([], [], [], True)
+    if chunk.rows:
+        yield chunk
+
+
+def read_parquet(stream: BinaryIO, chunk_rows: int) -> Iterator[Chunk]:
+    """Parquet needs random access: the object is spooled to a temporary file (on disk past 64 MiB), then read
+    one record batch at a time."""
+    import tempfile
+
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise InvalidInput("Parquet input needs pyarrow, which this deployment does not include") from e
+    with tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024) as spool:
+        while block := stream.read(1024 * 1024):
+            spool.write(block)
+        spool.seek(0)
+        pf = pq.ParquetFile(spool)
+        names = pf.schema_arrow.names
+        feature_names = [c for c in names if c != "id"]
+        has_id = "id" in names
+        n = 0
+        for batch in pf.iter_batches(batch_size=chunk_rows):
+            cols = batch.to_pydict()
+            count = batch.num_rows
+            rows = list(range(n + 1, n + count + 1))
+            n += count
+            ids = cols["id"] if has_id else [None] * count
+            feats = [list(r) for r in zip(*(cols[c] for c in feature_names), strict=True)]
+            yield Chunk(rows, ids, feats, has_id)
+
+
+READERS = {".csv": read_csv, ".jsonl": read_jsonl, ".parquet": read_parquet}
+
+
+class Sink(Protocol):
+    def write(self, data: bytes) -> int: ...
+
+
+def _as_text(col: np.ndarray) -> list[str]:
+    """Shortest round-trip text per value (a float32 as a float32, not widened to a double's digits)."""
+    if col.dtype.kind == "f" and col.dtype != np.float64:
+        return [str(v) for v in col]
+    return [str(v) for v in col.tolist()]
+
+
+class CsvWriter:
+    def __init__(self, sink: Sink, has_id: bool, columns: Sequence[str]) -> None:
+        self.sink, self.has_id = sink, has_id
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow((["id"] if has_id else []) + list(columns))
+        sink.write(buf.getvalue().encode())
+
+    def write(self, ids: Sequence[Any], columns: dict[str, np.ndarray]) -> None:
+        cols = [_as_text(c) for c in columns.values()]
+        if self.has_id:
+            cols.insert(0, ["" if i is None else str(i) for i in ids])
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(zip(*cols, strict=True))
+        self.sink.write(buf.getvalue().encode())
+
+    def close(self) -> None:
+        pass
+
+
+class JsonlWriter:
+    def __init__(self, sink: Sink, has_id: bool, columns: Sequence[str]) -> None:
+        self.sink, self.has_id = sink, has_id
+
+    def write(self, ids: Sequence[Any], columns: dict[str, np.ndarray]) -> None:
+        lists = {k: v.tolist() for k, v in columns.items()}
+        out = []
+        for i, rid in enumerate(ids):
+            obj: dict[str, Any] = {"id": rid} if self.has_id and rid is not None else {}
+            obj.update({k: v[i] for k, v in lists.items()})
+            out.append(jsonio.dumps(obj))
+        if out:
+            self.sink.write(b"\n".join(out) + b"\n")
+
+    def close(self) -> None:
+        pass
+
+
+class ParquetWriter:
+    """One row group per chunk, streamed into the sink (the footer is written on close)."""
+
+    def __init__(self, sink: Sink, has_id: bool, columns: Sequence[str]) -> None:
+        import pyarrow as pa
+
+        self.pa, self.has_id = pa, has_id
+        self.file = pa.PythonFile(sink, mode="w")
+        self.writer: Any = None
+
+    def write(self, ids: Sequence[Any], columns: dict[str, np.ndarray]) -> None:
+        import pyarrow.parquet as pq
+
+        data: dict[str, Any] = {"id": [None if i is None else str(i) for i in ids]} if self.has_id else {}
+        data.update(columns)
+        table = self.pa.table(data)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.file, table.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Writer(Protocol):
+    def write(self, ids: Sequence[Any], columns: dict[str, np.ndarray]) -> None: ...
+    def close(self) -> None: ...
+
+
+WRITERS: dict[str, Any] = {".csv": CsvWriter, ".jsonl": JsonlWriter, ".parquet": ParquetWriter}
