@@ -83,7 +83,7 @@ def test_concurrent_gets_load_once(s3_store: str, tmp_path: Path, aws: EmbeddedA
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert not errors
+    assert not errors, errors
     assert len(got) == 8
     assert all(m is got[0] for m in got)
     assert model_cache.stats["loads"] == 1

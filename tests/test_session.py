@@ -169,7 +169,7 @@ def test_predict_matches_plain_onnxruntime_ranker(example_dir: Path) -> None:
     path = example_dir / "ranker.onnx"
     model = _loaded(path, "ranker")
     rng = np.random.default_rng(7)
-    feed = {
+    feed: dict[str, np.ndarray] = {
         "dense": rng.standard_normal((5, 4)).astype(np.float32),
         "item_ids": rng.integers(0, 100, size=(5, 3)).astype(np.int64),
     }
@@ -202,7 +202,10 @@ def test_predict_matches_plain_onnxruntime_iris_and_mlp(example_dir: Path) -> No
 
 def test_predict_refuses_bad_requests_as_invalid_input(example_dir: Path) -> None:
     model = _loaded(example_dir / "ranker.onnx", "ranker")
-    feed = {"dense": np.zeros((1, 4), dtype=np.float32), "item_ids": np.zeros((1, 3), dtype=np.int64)}
+    feed: dict[str, np.ndarray] = {
+        "dense": np.zeros((1, 4), dtype=np.float32),
+        "item_ids": np.zeros((1, 3), dtype=np.int64),
+    }
     with pytest.raises(InvalidInput, match=r"unknown output\(s\) \['nope'\]"):
         model.predict(feed, outputs=["nope"])
     with pytest.raises(InvalidInput, match="missing input"):

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,9 @@ Parameters:
   Stage:
     Type: String
     Default: dev
+Conditions:
+  IsDev: !Equals [!Ref Stage, dev]
+  IsProd: !And [!Not [!Condition IsDev], !Equals ["1", "1"]]
 Globals:
   Function:
     Runtime: python3.12
@@ -72,6 +74,8 @@ Resources:
           JOINED: !Join ["-", [a, !Ref Stage]]
           BUCKET_ARN: !GetAtt ModelBucket.Arn
           LABEL_TTL: 30
+          DEV_ONLY: !If [IsDev, yes-dev, !Ref AWS::NoValue]
+          PROD_ONLY: !If [IsProd, yes-prod, !Ref AWS::NoValue]
           FROM_PARAMS: template
           FROM_FUNCTION: template
   FailFunction:
@@ -79,6 +83,8 @@ Resources:
     Properties:
       CodeUri: src
       Handler: app.fail
+      Layers:
+        - !Ref BuiltLayer
   SlowInitFunction:
     Type: AWS::Serverless::Function
     Properties:
@@ -199,7 +205,8 @@ def cli(project: Path, *args: str, stdin: str | None = None) -> subprocess.Compl
 
 
 def test_short_form_tags_load_as_long_form() -> None:
-    tags = "Sub GetAtt If Join Select Split FindInMap ImportValue Equals Not And Or Base64 Cidr GetAZs".split()
+    tags = ["Sub", "GetAtt", "If", "Join", "Select", "Split", "FindInMap", "ImportValue"]
+    tags += ["Equals", "Not", "And", "Or", "Base64", "Cidr", "GetAZs"]
     body = "\n".join(f"  T{t}: !{t} [a, b]" for t in tags)
     doc = parse_template(
         "AWSTemplateFormatVersion: 2010-09-09\nResources: {}\nOutputs:\n"
@@ -252,9 +259,11 @@ def test_resolve_merges_globals_and_resolves_paths(project: Path) -> None:
     assert env["SUBBED"] == "123456789012-dev-${Literal}"
     assert env["JOINED"] == "a-dev"
     assert env["LABEL_TTL"] == "30"
+    assert env["DEV_ONLY"] == "yes-dev" and "PROD_ONLY" not in env  # Conditions evaluated, AWS::NoValue drops
     # only a deployed stack knows these: unset, with a note each
     assert "MODELFN_STORE" not in env and "BUCKET_ARN" not in env
     assert any(n.startswith("EchoFunction: MODELFN_STORE is not set") for n in spec.notes)
+    assert not any("PROD_ONLY" in n for n in spec.notes)
     assert any("BUCKET_ARN" in n and "--env-vars" in n for n in spec.notes)
 
 
@@ -343,7 +352,7 @@ def test_init_and_invoke_durations(project: Path) -> None:
     assert r.duration_ms >= 100.0  # the handler sleeps 0.1 s
     line = report_line(r, spec)
     assert line.startswith(f"REPORT RequestId: {r.request_id}\tInit Duration: ")
-    assert "\tMemory Size: 128 MB\t" in line
+    assert "\tMemory Size: 512 MB\t" in line  # from Globals
 
 
 def test_timeout_and_import_error(project: Path) -> None:
@@ -355,6 +364,9 @@ def test_timeout_and_import_error(project: Path) -> None:
     r = invoke(spec_of(project, "BrokenFunction"), {}, log=io.StringIO())
     assert r.error and r.result["errorType"] == "Runtime.ImportModuleError"
     assert "not_a_module_anywhere_xyz" in r.result["errorMessage"]
+    assert [line.split(",")[0] for line in r.result["stackTrace"]] == [
+        f'  File "{(project / "src" / "broken.py").resolve()}"'
+    ]
 
 
 def test_cli_stdout_is_only_the_result(project: Path) -> None:
@@ -390,7 +402,7 @@ def test_cli_handler_exception_exits_1(project: Path) -> None:
     assert err["errorType"] == "ValueError"
     assert err["errorMessage"] == "bad input: 7"
     assert any("app.py" in line and "in fail" in line for line in err["stackTrace"])
-    assert not any("invoke_worker" in line for line in err["stackTrace"])
+    assert not any("invoke_worker" in line or "importlib" in line for line in err["stackTrace"])
     assert "about to fail" in p.stderr and "REPORT RequestId: " in p.stderr
 
 

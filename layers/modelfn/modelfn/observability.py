@@ -11,7 +11,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.shared.functions import is_metrics_disabled
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 NAMESPACE = "modelfn"
 Handler = Callable[[dict[str, Any], Any], Any]

@@ -147,6 +147,8 @@ def create_app(
         return version or label
 
     async def tf_status(name: str, version: str | None = None, label: str | None = None) -> Response:
+        if ":" in name:  # GET /v1/models/m:predict: the route exists, the method does not
+            raise StarletteHTTPException(405, f":{name.split(':', 1)[1]} takes POST, not GET")
         target = tf_target(name, version, label)
         status = await run_in_threadpool(registry.status, name, target)
         return _json(tfserving.status([(status.version, status.ready, status.error)]))

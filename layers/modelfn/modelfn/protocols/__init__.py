@@ -11,10 +11,11 @@ from modelfn.errors import InvalidInput
 
 
 def split_rows(results: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
-    """Batch-major outputs as one {output: value} dict per row (TF `predictions`, plain `/predict`)."""
+    """Batch-major outputs as one {output: value} dict per row (TF `predictions`, plain `/predict`). Values stay
+    numpy (rows of arrays, scalars), which the JSON writer emits in their own precision: a float32 as 0.1, not
+    as the double 0.10000000149011612."""
     sizes = {a.shape[0] if a.ndim else None for a in results.values()}
     if len(sizes) != 1 or None in sizes:
         raise InvalidInput("the model's outputs do not share a batch dimension; ask for whole tensors instead")
-    lists = {name: a.tolist() for name, a in results.items()}
     count = sizes.pop() or 0
-    return [{name: lists[name][i] for name in results} for i in range(count)]
+    return [{name: a[i] for name, a in results.items()} for i in range(count)]

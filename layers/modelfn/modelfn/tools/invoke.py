@@ -25,8 +25,9 @@ concatenated Globals first, scalars from the function):
 Environment variables. Values that are intrinsic functions are resolved where that is possible without a stack:
 `Ref` to pseudo parameters (AWS::Region -> the local region, AWS::AccountId -> 123456789012, AWS::StackName ->
 "local", AWS::Partition, AWS::URLSuffix, AWS::NoValue drops the variable), `Ref` to template parameters (their
-`Default`), and `Fn::Sub` / `Fn::Join` / `Fn::Select` / `Fn::FindInMap` built only from those. Anything else (a
-bucket's name, `Fn::GetAtt`, `Fn::If` ...) cannot be known locally: the variable is not set from the template and a
+`Default`), `Fn::If` on template Conditions (Fn::Equals/Not/And/Or over those), and `Fn::Sub` / `Fn::Join` /
+`Fn::Select` / `Fn::Split` / `Fn::FindInMap` built only from those. Anything else (a bucket's name, `Fn::GetAtt`,
+`Fn::ImportValue` ...) cannot be known locally: the variable is not set from the template and a
 note says so (if your shell exports it, that value passes through), unless `--env-vars` provides it.
 
 `--env-vars FILE` is SAM's format: `{"Parameters": {"VAR": "v"}}` applies to every function,
@@ -41,7 +42,9 @@ The process environment is: this process's environment (so AWS_ENDPOINT_URL and 
 pass through), then the template's variables, then the overrides, then Lambda's own variables
 (AWS_LAMBDA_FUNCTION_NAME, AWS_LAMBDA_FUNCTION_MEMORY_SIZE, AWS_LAMBDA_FUNCTION_VERSION=$LATEST, AWS_REGION and
 AWS_DEFAULT_REGION (default us-east-1 when unset), AWS_EXECUTION_ENV=AWS_Lambda_<runtime>, LAMBDA_TASK_ROOT,
-_HANDLER, AWS_LAMBDA_LOG_GROUP_NAME/STREAM_NAME, AWS_LAMBDA_INITIALIZATION_TYPE=on-demand, TZ=:UTC).
+_HANDLER, AWS_LAMBDA_LOG_GROUP_NAME/STREAM_NAME, AWS_LAMBDA_INITIALIZATION_TYPE=on-demand, TZ=:UTC, and
+AWS_SAM_LOCAL=true as `sam local` sets it, which turns Powertools' Tracer off). `LoggingConfig` becomes
+AWS_LAMBDA_LOG_FORMAT / AWS_LAMBDA_LOG_LEVEL, as Lambda's advanced logging controls do.
 PYTHONPATH is replaced: CodeUri, layers, site-packages.
 """
 
@@ -257,19 +260,39 @@ class _Resolver:
             raise _Unresolved(f"Ref {name!r}")
         if name in self.pseudo:
             return self.pseudo[name]
-        param = self.template.get("Parameters", {}).get(name)
+        param = (self.template.get("Parameters") or {}).get(name)
         if isinstance(param, dict):
             if "Default" not in param:
                 raise _Unresolved(f"parameter {name} has no Default")
             default = param["Default"]
-            if str(param.get("Type", "")).startswith("CommaDelimitedList") or str(param.get("Type", "")).startswith(
-                "List<"
-            ):
+            ptype = str(param.get("Type", ""))
+            if ptype == "CommaDelimitedList" or ptype.startswith("List<"):
                 return [s.strip() for s in str(default).split(",")]
             return default
-        if name in self.template.get("Resources", {}):
+        if name in (self.template.get("Resources") or {}):
             raise _Unresolved(f"Ref {name} (a resource: only a deployed stack knows it)")
         raise _Unresolved(f"Ref {name} (not a parameter or resource of the template)")
+
+    def condition(self, name: Any, seen: frozenset[str] = frozenset()) -> bool:
+        expr = (self.template.get("Conditions") or {}).get(name) if isinstance(name, str) else None
+        if expr is None or name in seen:
+            raise _Unresolved(f"condition {name!r} (not defined, or circular)")
+        return self.evaluate(expr, seen | {name})
+
+    def evaluate(self, expr: Any, seen: frozenset[str] = frozenset()) -> bool:
+        """A condition: Fn::Equals / Not / And / Or / Condition over resolvable values (CloudFormation compares
+        strings)."""
+        if _is_intrinsic(expr):
+            ((key, arg),) = expr.items()
+            if key == "Condition":
+                return self.condition(arg, seen)
+            if key == "Fn::Equals" and isinstance(arg, list) and len(arg) == 2:
+                a, b = (self.resolve(x) for x in arg)
+                return _text(a) == _text(b)
+            if key in ("Fn::Not", "Fn::And", "Fn::Or") and isinstance(arg, list) and arg:
+                values = [self.evaluate(x, seen) for x in arg]
+                return not values[0] if key == "Fn::Not" else all(values) if key == "Fn::And" else any(values)
+        raise _Unresolved(f"condition {_short(expr)}")
 
     def sub(self, arg: Any) -> str:
         if isinstance(arg, list) and len(arg) == 2 and isinstance(arg[0], str) and isinstance(arg[1], dict):
@@ -301,6 +324,8 @@ class _Resolver:
             return self.ref(arg)
         if key == "Fn::Sub":
             return self.sub(arg)
+        if key == "Fn::If" and isinstance(arg, list) and len(arg) == 3:
+            return self.resolve(arg[1] if self.condition(arg[0]) else arg[2])
         if key == "Fn::Join" and isinstance(arg, list) and len(arg) == 2:
             sep, items = self.resolve(arg[0]), self.resolve(arg[1])
             if isinstance(items, list):
@@ -363,7 +388,7 @@ def _find_function(template: dict[str, Any], name: str) -> tuple[str, dict[str, 
     if name in functions:
         return name, resources[name]
     for lid in functions:  # the deployed FunctionName works too, as in SAM
-        if resources[lid].get("Properties", {}).get("FunctionName") == name:
+        if (resources[lid].get("Properties") or {}).get("FunctionName") == name:
             return lid, resources[lid]
     if name in resources:
         raise InvokeError(
@@ -498,6 +523,13 @@ def resolve_function(
             continue
         env[name] = _text(resolved)
 
+    # Lambda's advanced logging controls reach the function as variables (Powertools reads AWS_LAMBDA_LOG_LEVEL).
+    logging_config = props.get("LoggingConfig") or {}
+    for key, name in (("LogFormat", "AWS_LAMBDA_LOG_FORMAT"), ("ApplicationLogLevel", "AWS_LAMBDA_LOG_LEVEL")):
+        if isinstance(logging_config, dict) and key in logging_config:
+            with contextlib.suppress(_Unresolved):
+                env[name] = _text(resolver.resolve(logging_config[key]))
+
     overrides = env_overrides or {}
     specific_key = lid if lid in overrides else function_name if function_name in overrides else None
     specific = dict(overrides.get(specific_key) or {}) if specific_key else {}
@@ -555,6 +587,7 @@ def lambda_environment(spec: FunctionSpec, request_id: str, base: dict[str, str]
             "LAMBDA_TASK_ROOT": str(spec.code_uri),
             "_HANDLER": spec.handler,
             "TZ": ":UTC",
+            "AWS_SAM_LOCAL": "true",  # as `sam local invoke` sets it: e.g. Powertools' Tracer turns itself off
             "PYTHONPATH": os.pathsep.join(spec.python_path()),
             "PYTHONUNBUFFERED": "1",
         }

@@ -62,12 +62,15 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
+_IMPORTLIB_DIR = os.path.dirname(importlib.__file__) + os.sep
+
+
 def _user_frames(exc: BaseException) -> list[str]:
     """The stack trace Lambda shows: the function's frames, without this worker's or importlib's."""
     frames = [
         f
         for f in traceback.extract_tb(exc.__traceback__)
-        if f.filename != __file__ and not f.filename.startswith("<frozen importlib")
+        if f.filename != __file__ and not f.filename.startswith(("<frozen importlib", _IMPORTLIB_DIR))
     ]
     return traceback.format_list(frames)
 
