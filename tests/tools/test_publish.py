@@ -200,7 +200,34 @@ def test_artifact_uploaded_before_manifest(
     assert rc == 0
     base = f"/{bucket_of(fresh_bucket)}/models/iris"
     puts = [path for method, path in aws.requests[start:] if method == "PUT" and path.startswith(base)]
-    assert puts == [f"{base}/1/model.onnx", f"{base}/1/manifest.json", f"{base}/labels.json"]
+    assert puts == [f"{base}/1/.claim", f"{base}/1/model.onnx", f"{base}/1/manifest.json", f"{base}/labels.json"]
+
+
+def test_concurrent_publishers_never_share_a_version(fresh_bucket: str, example_dir: Path) -> None:
+    """Both publishers pick "the next free version" at the same moment; the if-absent claim gives them two."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from modelfn.store import ModelRepository, open_store
+    from modelfn.tools.publish import publish
+
+    iris, ranker = example_dir / "iris.onnx", example_dir / "ranker.onnx"
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(publish, path, fresh_bucket, "m", None, None, None, False) for path in (iris, ranker) * 2]
+        records = [f.result() for f in futures]
+    assert sorted(r["version"] for r in records) == [1, 2, 3, 4]
+    repo = ModelRepository(open_store(fresh_bucket))
+    for r in records:  # each version holds exactly the bytes its publisher uploaded
+        assert repo.manifest("m", r["version"]).sha256 == r["sha256"]
+
+
+def test_explicit_version_that_is_claimed_is_refused(fresh_bucket: str, example_dir: Path) -> None:
+    from modelfn.errors import PublishError
+    from modelfn.store import open_store
+    from modelfn.tools.publish import publish
+
+    open_store(fresh_bucket).write_bytes("m/5/.claim", b"")  # another publisher is uploading version 5
+    with pytest.raises(PublishError, match="version 5 already exists"):
+        publish(example_dir / "iris.onnx", fresh_bucket, "m", version=5, progress=False)
 
 
 def test_label_command(capsys: pytest.CaptureFixture[str], fresh_bucket: str, example_dir: Path) -> None:

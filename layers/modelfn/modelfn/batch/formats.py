@@ -168,6 +168,22 @@ class JsonlWriter:
         pass
 
 
+class _SinkFile(io.RawIOBase):
+    """The file API (closed, flush, close) that pyarrow's PythonFile needs, over a sink that only has write():
+    an S3 MultipartWriter is not a file object. Closing it leaves the sink to its owner."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        block = bytes(data)
+        self.sink.write(block)
+        return len(block)
+
+
 class ParquetWriter:
     """One row group per chunk, streamed into the sink (the footer is written on close)."""
 
@@ -175,7 +191,7 @@ class ParquetWriter:
         import pyarrow as pa
 
         self.pa, self.has_id = pa, has_id
-        self.file = pa.PythonFile(sink, mode="w")
+        self.file = pa.PythonFile(_SinkFile(sink), mode="w")
         self.writer: Any = None
 
     def write(self, ids: Sequence[Any], columns: dict[str, np.ndarray]) -> None:

@@ -55,6 +55,11 @@ def manifest_key(name: str, version: int) -> str:
     return f"{name}/{version}/{MANIFEST}"
 
 
+def claim_key(name: str, version: int) -> str:
+    """Written (if absent) before a version's artifact: the version number is taken from then on."""
+    return f"{name}/{version}/.claim"
+
+
 def labels_key(name: str) -> str:
     return f"{name}/{LABELS}"
 

@@ -1,7 +1,7 @@
 """Publishing: verify an ONNX file loads, record its signature, optionally quantize, upload artifact then manifest.
 
-The manifest goes last and is written only if absent, so a half-published version is never visible and two
-publishers cannot both claim one version number."""
+The version number is claimed first (an if-absent write), so two publishers never upload into one version; the
+manifest goes last (also if-absent), so a half-published version is never visible."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from modelfn.errors import ModelfnError, ModelNotFound, PublishError
 from modelfn.settings import Settings
 from modelfn.store import Manifest, ModelRepository, open_store
 from modelfn.store.base import Progress, file_sha256
-from modelfn.store.layout import artifact_key, check_label, check_name, labels_key, manifest_key
+from modelfn.store.layout import artifact_key, check_label, check_name, claim_key, labels_key, manifest_key
 
 PROGRESS_THRESHOLD = 8 * 1024 * 1024
 
@@ -68,6 +68,24 @@ def next_version(repo: ModelRepository, name: str) -> int:
     return max(taken, default=0) + 1
 
 
+def claim_version(repo: ModelRepository, name: str, version: int | None, attempts: int = 20) -> int:
+    """Reserve a version number before uploading anything: a claim object written only if absent, so two
+    publishers never upload into the same version (an explicit --version that is taken is refused)."""
+    if version is not None and version < 1:
+        raise PublishError(f"version must be a positive integer, got {version}")
+    for _ in range(attempts):
+        candidate = version if version is not None else next_version(repo, name)
+        try:
+            repo.store.write_bytes(claim_key(name, candidate), b"", if_absent=True)
+            return candidate
+        except PublishError as e:
+            if version is not None:
+                raise PublishError(
+                    f"model {name!r} version {version} already exists in {repo.uri}; versions are immutable"
+                ) from e
+    raise PublishError(f"could not claim a version of {name!r} in {repo.uri} after {attempts} attempts")
+
+
 def publish(
     model_path: Path,
     store_uri: str,
@@ -93,12 +111,7 @@ def publish(
             artifact = Path(tmp) / "model.onnx"
             quantization = run_quantize(model_path, artifact, quantize)
         inputs, outputs, facts = inspect(artifact)
-        if version is None:
-            version = next_version(repo, name)
-        elif version < 1:
-            raise PublishError(f"version must be a positive integer, got {version}")
-        elif repo.store.exists(manifest_key(name, version)):
-            raise PublishError(f"model {name!r} version {version} already exists in {repo.uri}; versions are immutable")
+        version = claim_version(repo, name, version)
         sha = file_sha256(artifact)
         size = artifact.stat().st_size
         manifest = Manifest(
