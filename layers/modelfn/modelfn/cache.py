@@ -94,7 +94,7 @@ class ModelCache:
         manifest = repo.manifest(name, version)  # ModelNotFound propagates: the version does not exist
         path = self._artifact(repo, manifest, settings.cache_dir)
         try:
-            session = load_session(path, settings)
+            session = load_session(path, settings, what=f"model {name!r} version {version}")
         except Exception as e:  # onnxruntime raises its own exception types for unloadable graphs
             raise NotReady(f"model {name!r} version {version} failed to load: {e}") from e
         inputs, outputs = read_signature(session)

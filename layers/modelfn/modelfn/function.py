@@ -5,6 +5,7 @@ snapshot is taken)."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from functools import cached_property
 from typing import Any
@@ -37,6 +38,8 @@ class ModelFunction:
         self.load_error: str | None = None
         self._load_reported = False
         self.load()
+        if self._serves_http():
+            self.warm_http()
         self.http_handler = self.obs.wrap(self._http, "http")
         self.sqs_handler = self.obs.wrap(self._sqs, "sqs")
         self.s3_handler = self.obs.wrap(self._s3, "s3")
@@ -53,8 +56,6 @@ class ModelFunction:
         **overrides: Any,
     ) -> ModelFunction:
         """Settings from MODELFN_* (arguments win); MODELFN_BASE_PATH is the API mapping's base path to strip."""
-        import os
-
         settings = Settings.load(**overrides)
         return cls(settings, Hooks(preprocess, postprocess), base_path or os.environ.get("MODELFN_BASE_PATH", "/"))
 
@@ -170,6 +171,30 @@ class ModelFunction:
     def _any(self, event: dict[str, Any], context: Any) -> Any:
         return self._http(event, context) if is_http(event) else self._batch(event, context)
 
+    @staticmethod
+    def _serves_http() -> bool:
+        """Lambda names the handler in _HANDLER: build the HTTP stack at init only for HTTP functions (a batch
+        function never pays for FastAPI); outside Lambda (_HANDLER unset) build it too."""
+        handler = os.environ.get("_HANDLER", "")
+        return not handler or handler.endswith((".http_handler", ".handler"))
+
+    def warm_http(self) -> None:
+        """Build the app and send it one internal request during init, so FastAPI's and Mangum's first-call costs
+        are paid before the first real request (and land in a SnapStart snapshot)."""
+        event = {
+            "version": "2.0",
+            "routeKey": "$default",
+            "rawPath": "/health",
+            "rawQueryString": "",
+            "headers": {"host": "init.local"},
+            "requestContext": {
+                "http": {"method": "GET", "path": "/health", "sourceIp": "127.0.0.1"},
+                "stage": "$default",
+            },
+            "isBase64Encoded": False,
+        }
+        self._http_adapter(event, None)
+
     # ---- SnapStart -----------------------------------------------------------------------------------------
     def _register_snapstart_hooks(self) -> None:
         """With SnapStart the init phase runs once, before the snapshot: make sure the model and the HTTP app are
@@ -185,7 +210,8 @@ class ModelFunction:
     def before_snapshot(self) -> None:
         if self.load_error is not None:
             self.load()
-        _ = self._http_adapter
+        if self._serves_http():
+            self.warm_http()
 
     def after_restore(self) -> None:
         from modelfn.store.s3 import s3_client

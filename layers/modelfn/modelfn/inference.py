@@ -32,4 +32,6 @@ def infer_json(model: LoadedModel, body: bytes | str) -> bytes:
         if rid is not None:
             answer["id"] = rid
         return jsonio.dumps(answer)
-    raise InvalidInput("unrecognised request: expected v2 {'inputs': [{name, datatype, shape, data}]} or TF 'instances'")
+    raise InvalidInput(
+        "unrecognised request: expected v2 {'inputs': [{name, datatype, shape, data}]} or TF 'instances'"
+    )

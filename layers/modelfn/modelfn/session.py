@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import math
 import os
@@ -19,6 +21,8 @@ from modelfn.signature import TensorSpec, spec_from_onnx, validate_inputs
 
 log = logging.getLogger("modelfn")
 CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
 
 
 def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -52,19 +56,85 @@ def available_cpus() -> int:
     return max(1, cpus)
 
 
-def choose_providers(requested: Sequence[str], available: Sequence[str] | None = None) -> list[str]:
-    """The requested providers that this onnxruntime build has, in order, always ending with CPU.
+@functools.cache
+def cuda_device_count() -> int:
+    """GPUs the CUDA driver reports; 0 without a driver (no GPU, or a container started without one)."""
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        if libcuda.cuInit(0) != 0 or libcuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return int(count.value)
+    except (OSError, AttributeError):
+        return 0
 
-    Anything unavailable is dropped with one warning naming what was asked and what is used, so a model never
-    fails to load because an accelerator is missing."""
-    have = set(available if available is not None else ort.get_available_providers())
+
+@functools.cache
+def tensorrt_installed() -> bool:
+    """TensorRT's runtime library (10.x, as onnxruntime-gpu 1.2x links it) can be loaded."""
+    try:
+        ctypes.CDLL("libnvinfer.so.10")
+    except OSError:
+        return False
+    return True
+
+
+def usable_providers(device_id: int = 0) -> list[str]:
+    """This onnxruntime build's providers that can run here. onnxruntime-gpu lists CUDA and TensorRT whether or not
+    there is a GPU (or TensorRT's libraries), and then falls back at session creation with errors of its own; checking
+    first keeps the fallback to the one warning of `choose_providers`."""
+    usable = []
+    for p in ort.get_available_providers():
+        if p in (CUDA, TENSORRT) and cuda_device_count() <= device_id:
+            continue
+        if p == TENSORRT and not tensorrt_installed():
+            continue
+        usable.append(p)
+    return usable
+
+
+def choose_providers(
+    requested: Sequence[str], available: Sequence[str] | None = None, device_id: int = 0, what: str = ""
+) -> list[str]:
+    """The requested providers that can run here, in order, always ending with CPU.
+
+    Anything unavailable is dropped with one warning naming what was asked and what is used (`what` says for
+    which model), so a model never fails to load because an accelerator is missing."""
+    have = set(available if available is not None else usable_providers(device_id))
     chosen = [p for p in requested if p in have and p != CPU] + [CPU]
     missing = [p for p in requested if p not in have]
     if missing:
         log.warning(
-            "execution providers %s are not available; asked for %s, using %s", missing, list(requested), chosen
+            "%sexecution providers %s are not available; asked for %s, using %s",
+            f"{what}: " if what else "",
+            missing,
+            list(requested),
+            chosen,
         )
     return chosen
+
+
+def provider_options(providers: Sequence[str], settings: Settings) -> list[tuple[str, dict[str, Any]]]:
+    """Each provider with its options: the GPU from MODELFN_CUDA_DEVICE; TensorRT engines and timing caches kept
+    under MODELFN_CACHE_DIR/tensorrt, so a restart (or a second process on the same disk) skips the engine build."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for p in providers:
+        if p == TENSORRT:
+            cache = str(settings.cache_dir / "tensorrt")
+            opts: dict[str, Any] = {
+                "device_id": settings.cuda_device,
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": cache,
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": cache,
+                "trt_fp16_enable": settings.trt_fp16,
+            }
+        elif p == CUDA:
+            opts = {"device_id": settings.cuda_device}
+        else:
+            opts = {}
+        out.append((p, opts))
+    return out
 
 
 def session_options(settings: Settings) -> ort.SessionOptions:
@@ -128,9 +198,15 @@ class LoadedModel:
         return dict(zip(names, (np.asarray(r) for r in results), strict=True))
 
 
-def load_session(path: Path, settings: Settings) -> ort.InferenceSession:
-    providers = choose_providers(settings.provider_list)
-    return ort.InferenceSession(str(path), sess_options=session_options(settings), providers=providers)
+def load_session(path: Path, settings: Settings, what: str = "") -> ort.InferenceSession:
+    """A session on the preferred providers that can run here (`what`, e.g. "model 'mlp' version 2", names the
+    model in the fallback warning)."""
+    providers = choose_providers(settings.provider_list, device_id=settings.cuda_device, what=what)
+    if TENSORRT in providers:
+        (settings.cache_dir / "tensorrt").mkdir(parents=True, exist_ok=True)
+    return ort.InferenceSession(
+        str(path), sess_options=session_options(settings), providers=provider_options(providers, settings)
+    )
 
 
 def warm_up(model: LoadedModel) -> None:

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int | None = Field(default=None, ge=1, description="Default: the CPUs this process may use")
     inter_op_threads: int | None = Field(default=None, ge=1)
+    cuda_device: int = Field(default=0, ge=0, description="GPU the CUDA and TensorRT providers run on")
+    trt_fp16: bool = Field(default=False, description="Let TensorRT build FP16 engines (faster; numerics change)")
     warmup: bool = Field(default=True, description="Run one inference at load time so the first request pays nothing")
     batching: bool = Field(default=False, description="Dynamic batching in long-running servers (never on Lambda)")
     max_batch_size: int = Field(default=32, ge=1, description="Rows one batched session.run may hold")

@@ -106,13 +106,18 @@ def batch_tour(store: str, cache_dir: Path) -> list[str]:
         if m["MessageId"] not in failed:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
             key = f"results/iris/{m['MessageId']}.json"
-            print(f"  s3://{RESULTS_BUCKET}/{key}:", s3.get_object(Bucket=RESULTS_BUCKET, Key=key)["Body"].read().decode())
+            print(
+                f"  s3://{RESULTS_BUCKET}/{key}:", s3.get_object(Bucket=RESULTS_BUCKET, Key=key)["Body"].read().decode()
+            )
     if len(failed) != 1:
         failures.append(f"SQS batch: expected one failed message, got {sorted(failed)}")
 
     print("\n# S3: a CSV with two malformed rows lands under incoming/iris/; results and errors are written beside")
     rows = ["id,sepal_length,sepal_width,petal_length,petal_width"]
-    rows += [f"f{i},{5 + i % 3 * 0.7:.1f},{3 + i % 2 * 0.4:.1f},{1.4 + i % 3 * 2:.1f},{0.2 + i % 3 * 0.9:.1f}" for i in range(8)]
+    rows += [
+        f"f{i},{5 + i % 3 * 0.7:.1f},{3 + i % 2 * 0.4:.1f},{1.4 + i % 3 * 2:.1f},{0.2 + i % 3 * 0.9:.1f}"
+        for i in range(8)
+    ]
     rows += ["bad1,5.1,not-a-number,1.4,0.2", "bad2,5.1,3.5"]
     data = ("\n".join(rows) + "\n").encode()
     key = "incoming/iris/demo run/flowers.csv"
