@@ -75,9 +75,7 @@ def assert_tf_rows(answer: dict[str, Any], expected: dict[str, np.ndarray]) -> N
     preds = answer["predictions"]
     assert len(preds) == expected["label"].shape[0]
     np.testing.assert_array_equal([p["label"] for p in preds], expected["label"])
-    np.testing.assert_allclose(
-        [p["probabilities"] for p in preds], expected["probabilities"], rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose([p["probabilities"] for p in preds], expected["probabilities"], rtol=1e-5, atol=1e-6)
 
 
 def assert_tf_columns(answer: dict[str, Any], expected: dict[str, np.ndarray]) -> None:
@@ -112,7 +110,11 @@ def test_batch_of_ten_with_three_bad_messages(
         (sqs_record(json.dumps({"instances": [x[9].tolist()], "id": "tf-1"})), "rows", x[9:10]),
         (sqs_record(json.dumps({"inputs": x[10:14].tolist()})), "columns", x[10:14]),
         (sqs_record(json.dumps({"inputs": {"float_input": x[14:16].tolist()}})), "columns", x[14:16]),
-        (sqs_record(json.dumps({"request_uri": f"s3://{input_bucket}/requests/stored.json"})), "v2", (x[30:34], "stored")),
+        (
+            sqs_record(json.dumps({"request_uri": f"s3://{input_bucket}/requests/stored.json"})),
+            "v2",
+            (x[30:34], "stored"),
+        ),
     ]
     wrong_shape = v2_request(x[20:22])
     wrong_shape["inputs"][0]["shape"] = [2, 3]  # 8 values, shape says 6 (and the model wants 4 features)

@@ -212,7 +212,9 @@ def test_concurrent_publishers_never_share_a_version(fresh_bucket: str, example_
 
     iris, ranker = example_dir / "iris.onnx", example_dir / "ranker.onnx"
     with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(publish, path, fresh_bucket, "m", None, None, None, False) for path in (iris, ranker) * 2]
+        futures = [
+            pool.submit(publish, path, fresh_bucket, "m", None, None, None, False) for path in (iris, ranker) * 2
+        ]
         records = [f.result() for f in futures]
     assert sorted(r["version"] for r in records) == [1, 2, 3, 4]
     repo = ModelRepository(open_store(fresh_bucket))

@@ -90,7 +90,10 @@ class ModelFunction:
     def app(self) -> Any:
         from modelfn.http import create_app
 
-        return create_app(self.registry, default_model=self.name, hooks={self.name: self.hooks}, title=self.name)
+        # One Lambda environment serves one request at a time: never a dynamic batcher, whatever MODELFN_BATCHING says.
+        return create_app(
+            self.registry, default_model=self.name, hooks={self.name: self.hooks}, title=self.name, batching=False
+        )
 
     @cached_property
     def _http_adapter(self) -> Any:

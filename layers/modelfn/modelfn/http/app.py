@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelfn import __version__, jsonio
+from modelfn.batching import Batcher
 from modelfn.errors import InvalidInput, ModelfnError, ModelNotFound
 from modelfn.hooks import Hooks
 from modelfn.http import schemas
@@ -45,8 +46,12 @@ def create_app(
     default_model: str | None = None,
     hooks: dict[str, Hooks] | None = None,
     title: str = "modelfn",
+    batching: bool | None = None,
 ) -> FastAPI:
-    """The app serving every model of `registry`; `default_model` is what `/predict` runs (else the only one)."""
+    """The app serving every model of `registry`; `default_model` is what `/predict` runs (else the only one).
+
+    `batching` (None: settings.batching or any model's override) joins concurrent requests for one model version
+    into one session.run (modelfn.batching); only long-running servers turn it on, never the Lambda path."""
     app = FastAPI(
         title=title,
         version=__version__,
@@ -55,6 +60,8 @@ def create_app(
     app.state.registry = registry
     limit = registry.settings.max_body_bytes
     hooks = hooks or {}
+    batcher = Batcher(registry.settings, batching) if Batcher.wanted(registry.settings, batching) else None
+    app.state.batcher = batcher
 
     @app.exception_handler(ModelfnError)
     async def _modelfn_error(_: Request, exc: ModelfnError) -> Response:
@@ -109,31 +116,46 @@ def create_app(
             return error_response(503, status.error or "not ready")
         return _json({"name": name, "version": str(status.version), "ready": True})
 
+    def v2_header_length(request: Request) -> int | None:
+        header = request.headers.get(v2.HEADER)
+        try:
+            return int(header) if header is not None else None
+        except ValueError as e:
+            raise InvalidInput(f"{v2.HEADER} must be an integer, got {header!r}") from e
+
+    def v2_response(content: bytes, json_len: int | None) -> Response:
+        if json_len is None:
+            return Response(content, media_type=JSON)
+        return Response(content, media_type="application/octet-stream", headers={v2.HEADER: str(json_len)})
+
     async def v2_infer(request: Request, name: str, version: str | None = None) -> Response:
         body = await read_body(request, limit)
         model = await model_for(name, version)
-        header = request.headers.get(v2.HEADER)
-        try:
-            header_len = int(header) if header is not None else None
-        except ValueError as e:
-            raise InvalidInput(f"{v2.HEADER} must be an integer, got {header!r}") from e
+        header_len = v2_header_length(request)
 
         def run() -> tuple[bytes, int | None]:
             req = v2.decode_request(body, header_len, model)
             results = model.predict(req.inputs, req.outputs or None)
             return v2.encode_response(model, results, req.binary_outputs, req.id)
 
-        content, json_len = await compute(body, run)
-        if json_len is None:
-            return Response(content, media_type=JSON)
-        return Response(content, media_type="application/octet-stream", headers={v2.HEADER: str(json_len)})
+        return v2_response(*await compute(body, run))
+
+    async def v2_infer_batched(request: Request, name: str, version: str | None = None) -> Response:
+        assert batcher is not None
+        with batcher.arriving():
+            body = await read_body(request, limit)
+            model = await model_for(name, version)
+            header_len = v2_header_length(request)
+            req = await compute(body, lambda: v2.decode_request(body, header_len, model))
+        results = await batcher.predict(model, req.inputs, req.outputs or None)
+        return v2_response(*await compute(body, lambda: v2.encode_response(model, results, req.binary_outputs, req.id)))
 
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         app.add_api_route(prefix, v2_model, methods=["GET"], tags=["v2"], summary="Model metadata")
         app.add_api_route(f"{prefix}/ready", v2_model_ready, methods=["GET"], tags=["v2"], summary="Model readiness")
         app.add_api_route(
             f"{prefix}/infer",
-            v2_infer,
+            v2_infer if batcher is None else v2_infer_batched,
             methods=["POST"],
             tags=["v2"],
             summary="Inference (JSON tensors or the binary tensor data extension)",
@@ -167,12 +189,23 @@ def create_app(
 
         return _json(await compute(body, run))
 
+    async def tf_predict_batched(
+        request: Request, name: str, version: str | None = None, label: str | None = None
+    ) -> Response:
+        assert batcher is not None
+        with batcher.arriving():
+            body = await read_body(request, limit)
+            model = await model_for(name, tf_target(name, version, label))
+            req = await compute(body, lambda: tfserving.decode_request(body, model))
+        results = await batcher.predict(model, req.inputs)
+        return _json(await compute(body, lambda: tfserving.encode_response(results, req.row_format)))
+
     for prefix in ("/v1/models/{name}", "/v1/models/{name}/versions/{version}", "/v1/models/{name}/labels/{label}"):
         app.add_api_route(prefix, tf_status, methods=["GET"], tags=["tfserving"], summary="Model status")
         app.add_api_route(f"{prefix}/metadata", tf_metadata, methods=["GET"], tags=["tfserving"], summary="Metadata")
         app.add_api_route(
             f"{prefix}:predict",
-            tf_predict,
+            tf_predict if batcher is None else tf_predict_batched,
             methods=["POST"],
             tags=["tfserving"],
             summary="Predict (row `instances` or columnar `inputs`)",
@@ -180,25 +213,23 @@ def create_app(
         )
 
     # ---- plain ---------------------------------------------------------------------------------------------
-    @app.post(
-        "/predict",
-        tags=["plain"],
-        summary="Predict with the function's own model",
-        openapi_extra=schemas.body(schemas.PredictRequest, schemas.PredictResponse),
-    )
-    async def predict(request: Request, model: str | None = None) -> Response:
-        """`?model=NAME` picks one of several served models (an extension of the contract's plain route)."""
-        body = await read_body(request, limit)
+    async def plain_model(model: str | None) -> tuple[LoadedModel, Hooks]:
         name = model or default_model
         if name is None:
             names = await run_in_threadpool(registry.model_names)
             if len(names) != 1:
                 raise ModelNotFound(
-                    f"/predict needs one model, this server has {len(names)}: add ?model=NAME or use /v2/models/NAME/infer"
+                    f"/predict needs one model, this server has {len(names)}: "
+                    "add ?model=NAME or use /v2/models/NAME/infer"
                 )
             name = names[0]
         loaded = await model_for(name, registry.settings.version if name == default_model else None)
-        h = hooks.get(name, Hooks())
+        return loaded, hooks.get(name, Hooks())
+
+    async def predict(request: Request, model: str | None = None) -> Response:
+        """`?model=NAME` picks one of several served models (an extension of the contract's plain route)."""
+        body = await read_body(request, limit)
+        loaded, h = await plain_model(model)
 
         def run() -> dict[str, Any]:
             inputs = plain.decode_request(body, loaded, h.preprocess)
@@ -206,12 +237,34 @@ def create_app(
 
         return _json(await compute(body, run))
 
+    async def predict_batched(request: Request, model: str | None = None) -> Response:
+        """`?model=NAME` picks one of several served models (an extension of the contract's plain route)."""
+        assert batcher is not None
+        with batcher.arriving():
+            body = await read_body(request, limit)
+            loaded, h = await plain_model(model)
+            inputs = await compute(body, lambda: plain.decode_request(body, loaded, h.preprocess))
+        results = await batcher.predict(loaded, inputs)
+        return _json(await compute(body, lambda: plain.encode_response(results, loaded, h.postprocess)))
+
+    app.add_api_route(
+        "/predict",
+        predict if batcher is None else predict_batched,
+        methods=["POST"],
+        tags=["plain"],
+        summary="Predict with the function's own model",
+        openapi_extra=schemas.body(schemas.PredictRequest, schemas.PredictResponse),
+    )
+
     @app.get("/health", tags=["health"], summary="Process health and the models loaded in it")
     async def health() -> Response:
         loaded = {
             f"{m.name}/{m.version}": {"sha256": m.sha256, "load_ms": round(m.load_seconds * 1000, 1)}
             for m in registry.cache.loaded()
         }
-        return _json({"status": "ok", "version": __version__, "loaded": loaded})
+        info: dict[str, Any] = {"status": "ok", "version": __version__, "loaded": loaded}
+        if batcher is not None:
+            info["batching"] = batcher.snapshot()
+        return _json(info)
 
     return app

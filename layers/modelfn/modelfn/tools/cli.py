@@ -62,13 +62,29 @@ def cmd_quantize(a: argparse.Namespace) -> int:
 def cmd_serve(a: argparse.Namespace) -> int:
     from modelfn.tools.serve import serve
 
-    return serve(a.store, a.models, a.host, a.port, a.log_level)
+    return serve(
+        a.store,
+        a.models,
+        a.host,
+        a.port,
+        a.log_level,
+        batching=a.batching,
+        max_batch_size=a.max_batch_size,
+        max_batch_wait_ms=a.max_batch_wait_ms,
+    )
 
 
 def cmd_invoke(a: argparse.Namespace) -> int:
     from modelfn.tools.invoke import run_invoke
 
     return run_invoke(a.function, a.event, a.template, a.env_vars)
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from modelfn.tools.score import score
+
+    _print(score(a.input, a.output, a.store, a.name, a.version))
+    return 0
 
 
 def cmd_dev(a: argparse.Namespace) -> int:
@@ -117,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--log-level", default="warning")
+    s.add_argument(
+        "--batching",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="join concurrent requests for one model version into one run (default: $MODELFN_BATCHING, off)",
+    )
+    s.add_argument("--max-batch-size", type=int, help="rows per joined run (default: $MODELFN_MAX_BATCH_SIZE, 32)")
+    s.add_argument(
+        "--max-batch-wait-ms",
+        type=float,
+        help="how long a batch waits to fill (default: $MODELFN_MAX_BATCH_WAIT_MS, 2)",
+    )
     s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("invoke", help="run one function of a SAM template on one event, like `sam local invoke`")
@@ -125,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--template", "-t", help="SAM template (default: ./template.yaml)")
     s.add_argument("--env-vars", "-n", help='SAM env-vars JSON: {"Parameters": {...}, "<Function>": {...}}')
     s.set_defaults(fn=cmd_invoke)
+
+    s = sub.add_parser("score", help="batch-score a local or s3:// CSV / JSON Lines / Parquet file")
+    s.add_argument("input", help="local path or s3://bucket/key")
+    s.add_argument("output", help="local path or s3://bucket/key (errors go to OUTPUT.errors.jsonl)")
+    s.add_argument("--store")
+    s.add_argument("--name", required=True)
+    s.add_argument("--version", help="integer version or label (default: stable, else the highest)")
+    s.set_defaults(fn=cmd_score)
 
     s = sub.add_parser("dev", help="embedded S3 (moto) + example models + the API, kept running")
     s.add_argument("--host", default="127.0.0.1")

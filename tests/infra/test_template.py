@@ -1,0 +1,512 @@
+"""template.yaml: cfn-lint reports nothing, the SAM translator turns it into CloudFormation without AWS credentials,
+the result is wired as the Lambda layout of the project says (layer, environment, handlers, SQS with partial batch
+failures and dead-letter queues, S3 prefixes, SnapStart, canary deployments, Distributed Map, least-privilege IAM),
+and a function plus the layer stays under Lambda's 250 MB unzipped limit."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+MODELS = ("iris", "mlp", "ranker")
+LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
+PSEUDO = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}
+
+
+def cap(model: str) -> str:
+    return model.capitalize()
+
+
+class NoIamPolicyLoader:
+    """Stands in for samtranslator's ManagedPolicyLoader, which lists AWS managed policies through IAM (credentials,
+    network). The template names managed policies by ARN only, so there is nothing to look up."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+@pytest.fixture(scope="module")
+def sam() -> dict[str, Any]:
+    return dict(yaml_parse(TEMPLATE.read_text()))
+
+
+@pytest.fixture(scope="module")
+def params(sam: dict[str, Any]) -> dict[str, Any]:
+    return {name: p.get("Default") for name, p in sam["Parameters"].items()} | PSEUDO
+
+
+def packaged(sam: dict[str, Any]) -> dict[str, Any]:
+    """What `sam package` hands CloudFormation: local CodeUri / ContentUri folders uploaded, replaced by S3 URIs."""
+    t = copy.deepcopy(sam)
+    for r in t["Resources"].values():
+        props = r.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(props.get(key), str) and not props[key].startswith("s3://"):
+                props[key] = f"s3://sam-artifacts/{props[key].strip('/')}.zip"
+    return t
+
+
+@pytest.fixture(scope="module")
+def cfn(sam: dict[str, Any]) -> dict[str, Any]:
+    with pytest.MonkeyPatch.context() as mp:  # the translator wants a region (for ARNs), nothing else
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.delenv("AWS_REGION", raising=False)
+        return dict(transform(packaged(sam), {}, NoIamPolicyLoader()))
+
+
+@pytest.fixture(scope="module")
+def res(cfn: dict[str, Any]) -> dict[str, Any]:
+    return dict(cfn["Resources"])
+
+
+def sub(value: Any, params: dict[str, Any]) -> str:
+    """Resolve a Fn::Sub / Ref over parameters and pseudo parameters; other references become <LogicalId>."""
+    if isinstance(value, str):
+        return value
+    if "Ref" in value:
+        return str(params.get(value["Ref"], f"<{value['Ref']}>"))
+    text, local = (value["Fn::Sub"], {}) if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"]
+    names = {k: sub(v, params) for k, v in local.items()} | {k: str(v) for k, v in params.items()}
+    return re.sub(r"\$\{([^}]+)\}", lambda m: names.get(m.group(1), f"<{m.group(1)}>"), text)
+
+
+def statements(res: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for policy in res[role]["Properties"].get("Policies", []):
+        out.extend(policy["PolicyDocument"]["Statement"])
+    return out
+
+
+def as_list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else [v]
+
+
+def ref_id(v: Any) -> str:
+    assert isinstance(v, dict) and "Ref" in v, v
+    return str(v["Ref"])
+
+
+def zip_functions(res: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        lid: r["Properties"]
+        for lid, r in res.items()
+        if r["Type"] == "AWS::Lambda::Function" and r["Properties"].get("PackageType") != "Image"
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def test_cfn_lint_reports_nothing() -> None:
+    exe = Path(sys.executable).parent / "cfn-lint"
+    assert exe.exists(), f"{exe} missing: cfn-lint is in the dev extra (pip install -e '.[dev]')"
+    p = subprocess.run([str(exe), str(TEMPLATE)], check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert (p.returncode, p.stdout.strip()) == (0, ""), p.stdout + p.stderr
+
+
+def test_translates_to_the_expected_resources(sam: dict[str, Any], res: dict[str, Any]) -> None:
+    assert sam["Transform"] == "AWS::Serverless-2016-10-31"
+    assert "Transform" not in json.dumps([r["Type"] for r in res.values()])
+    for m in MODELS:
+        mc = cap(m)
+        for lid, typ in {
+            f"{mc}HttpFunction": "AWS::Lambda::Function",
+            f"{mc}BatchFunction": "AWS::Lambda::Function",
+            f"{mc}HttpFunctionAliaslive": "AWS::Lambda::Alias",
+            f"{mc}BatchFunctionAliaslive": "AWS::Lambda::Alias",
+            f"{mc}Queue": "AWS::SQS::Queue",
+            f"{mc}DeadLetterQueue": "AWS::SQS::Queue",
+            f"{mc}BatchFunctionQueue": "AWS::Lambda::EventSourceMapping",
+            f"{mc}BatchStateMachine": "AWS::StepFunctions::StateMachine",
+            f"{mc}HttpFunctionDeploymentGroup": "AWS::CodeDeploy::DeploymentGroup",
+            f"{mc}BatchFunctionDeploymentGroup": "AWS::CodeDeploy::DeploymentGroup",
+        }.items():
+            assert res[lid]["Type"] == typ, lid
+    assert res["MlpImageFunction"]["Properties"]["PackageType"] == "Image"
+    assert res["HttpApi"]["Type"] == "AWS::ApiGatewayV2::Api"
+    layers = [lid for lid, r in res.items() if r["Type"] == "AWS::Lambda::LayerVersion"]
+    assert len(layers) == 1 and layers[0].startswith("ModelfnLayer")
+    assert res[layers[0]]["Properties"]["CompatibleRuntimes"] == ["python3.12"]
+    assert sam["Resources"]["ModelfnLayer"]["Metadata"]["BuildMethod"] == "python3.12"
+    assert sam["Resources"]["ModelfnLayer"]["Properties"]["ContentUri"] == "layers/modelfn/"
+
+
+def test_functions_have_layer_runtime_handlers_and_environment(
+    sam: dict[str, Any], res: dict[str, Any], params: dict[str, Any]
+) -> None:
+    fns = zip_functions(res)
+    assert sorted(fns) == sorted(f"{cap(m)}{kind}Function" for m in MODELS for kind in ("Http", "Batch"))
+    layer = next(lid for lid, r in res.items() if r["Type"] == "AWS::Lambda::LayerVersion")
+    for m in MODELS:
+        for kind, handler in (("Http", "http_handler"), ("Batch", "batch_handler")):
+            lid = f"{cap(m)}{kind}Function"
+            p = fns[lid]
+            assert p["Runtime"] == "python3.12" and p["Architectures"] == ["x86_64"], lid
+            assert p["Handler"] == f"app.{handler}", lid
+            assert p["Layers"] == [{"Ref": layer}], lid
+            assert p["TracingConfig"] == {"Mode": "Active"}, lid
+            assert sam["Resources"][lid]["Properties"]["CodeUri"] == f"functions/{m}/", lid
+            variables = p["Environment"]["Variables"]
+            env: dict[str, Any] = {
+                k: v if isinstance(v, dict) and "Fn::If" in v else sub(v, params) for k, v in variables.items()
+            }
+            assert env["MODELFN_STORE"] == "s3://<ModelBucket>/models", lid
+            assert env["MODELFN_RESULTS"] == "s3://<ResultsBucket>/results", lid
+            assert env["MODELFN_MODEL"] == m and env["POWERTOOLS_SERVICE_NAME"] == m, lid
+            assert env["POWERTOOLS_METRICS_NAMESPACE"] == "modelfn", lid
+            assert env["MODELFN_VERSION"]["Fn::If"][2] == {"Ref": "AWS::NoValue"}, lid  # unset unless given
+            if kind == "Batch":
+                assert env["MODELFN_INPUT_PREFIX"] == f"incoming/{m}/", lid
+                assert p["Timeout"] == 900, lid
+            else:
+                assert p["Timeout"] < 30 and p["MemorySize"] == {"Ref": "HttpMemorySize"}, lid
+            # the handler the template names exists in the function's module
+            app = ROOT / "functions" / m / "app.py"
+            assert app.exists(), app
+            names = {
+                t.id
+                for node in ast.parse(app.read_text()).body
+                if isinstance(node, ast.Assign)
+                for t in node.targets
+                if isinstance(t, ast.Name)
+            }
+            assert handler in names, f"{app} defines no {handler}"
+    assert params["HttpMemorySize"] == 1769
+
+
+def test_sqs_event_sources_report_batch_item_failures_and_queues_redrive(res: dict[str, Any]) -> None:
+    for m in MODELS:
+        mc = cap(m)
+        mappings = [
+            r["Properties"]
+            for r in res.values()
+            if r["Type"] == "AWS::Lambda::EventSourceMapping"
+            and r["Properties"]["FunctionName"] == {"Ref": f"{mc}BatchFunctionAliaslive"}
+        ]
+        assert len(mappings) == 1, m
+        esm = mappings[0]
+        assert esm["EventSourceArn"] == {"Fn::GetAtt": [f"{mc}Queue", "Arn"]}
+        assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert 1 <= esm["BatchSize"] <= 10
+        assert 0 < esm["MaximumBatchingWindowInSeconds"] <= 300
+        queue = res[f"{mc}Queue"]["Properties"]
+        redrive = queue["RedrivePolicy"]
+        assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": [f"{mc}DeadLetterQueue", "Arn"]}
+        assert 1 <= redrive["maxReceiveCount"] <= 10
+        timeout = res[f"{mc}BatchFunction"]["Properties"]["Timeout"]
+        assert queue["VisibilityTimeout"] >= 6 * timeout + esm["MaximumBatchingWindowInSeconds"]
+        assert queue["VisibilityTimeout"] <= 43200  # SQS maximum
+        dlq = res[f"{mc}DeadLetterQueue"]["Properties"]
+        assert dlq["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]  # a message outlives its retries
+        # SQS consume permissions come with the event, nothing broader
+        role = res[f"{mc}BatchFunctionRole"]["Properties"]
+        assert "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole" in json.dumps(
+            role["ManagedPolicyArns"]
+        )
+
+
+def test_s3_notifications_have_disjoint_prefixes_and_never_touch_the_results_bucket(
+    res: dict[str, Any], params: dict[str, Any]
+) -> None:
+    configs = res["InputBucket"]["Properties"]["NotificationConfiguration"]["LambdaConfigurations"]
+    prefixes: dict[str, str] = {}
+    for c in configs:
+        assert c["Event"] == "s3:ObjectCreated:*"
+        (rule,) = c["Filter"]["S3Key"]["Rules"]
+        assert rule["Name"] == "prefix"
+        prefixes[ref_id(c["Function"])] = sub(rule["Value"], params)
+    assert prefixes == {f"{cap(m)}BatchFunctionAliaslive": f"incoming/{m}/" for m in MODELS}
+    values = list(prefixes.values())
+    assert not [(a, b) for a in values for b in values if a != b and a.startswith(b)], "prefixes overlap"
+    # every bucket with notifications is the input bucket; results are written elsewhere, under no input prefix
+    notified = [lid for lid, r in res.items() if "NotificationConfiguration" in r.get("Properties", {})]
+    assert notified == ["InputBucket"]
+    assert "NotificationConfiguration" not in res["ResultsBucket"]["Properties"]
+    input_name = sub(res["InputBucket"]["Properties"]["BucketName"], params)
+    for m in MODELS:
+        env = res[f"{cap(m)}BatchFunction"]["Properties"]["Environment"]["Variables"]
+        assert "ResultsBucket" in json.dumps(env["MODELFN_RESULTS"]) and "InputBucket" not in json.dumps(env)
+        for st in statements(res, f"{cap(m)}BatchFunctionRole"):
+            writes = [a for a in as_list(st["Action"]) if a.startswith("s3:Put")]
+            for resource in as_list(st["Resource"]) if writes else []:
+                arn = sub(resource, params)
+                assert arn == f"arn:aws:s3:::<ResultsBucket>/results/{m}/*", arn
+                assert input_name not in arn
+    for r in res.values():  # nothing is ever written to the input bucket by the stack's roles
+        if r["Type"] == "AWS::IAM::Role":
+            for policy in r["Properties"].get("Policies", []):
+                for st in policy["PolicyDocument"]["Statement"]:
+                    if any(a.startswith("s3:Put") for a in as_list(st["Action"])):
+                        assert input_name not in json.dumps([sub(x, params) for x in as_list(st["Resource"])])
+
+
+def test_iam_is_scoped_to_each_models_prefixes(res: dict[str, Any], params: dict[str, Any]) -> None:
+    for m in MODELS:
+        for kind in ("Http", "Batch"):
+            sts = statements(res, f"{cap(m)}{kind}FunctionRole")
+            s3 = [st for st in sts if any(a.startswith("s3:") for a in as_list(st["Action"]))]
+            assert s3, m
+            for st in s3:
+                assert st["Effect"] == "Allow"
+                assert "*" not in as_list(st["Action"]) and "s3:*" not in as_list(st["Action"])
+                for resource in as_list(st["Resource"]):
+                    arn = sub(resource, params)
+                    assert arn != "*"
+                    if as_list(st["Action"]) == ["s3:ListBucket"]:
+                        assert arn == "arn:aws:s3:::<ModelBucket>"
+                        assert st["Condition"]["StringLike"]["s3:prefix"] == [
+                            {"Fn::Sub": "${ModelPrefix}/"},
+                            {"Fn::Sub": f"${{ModelPrefix}}/{m}/*"},
+                        ]
+                    else:
+                        assert f"/{m}/*" in arn or arn.endswith("/requests/*"), arn
+            reads = {sub(r, params) for st in s3 if st["Action"] == "s3:GetObject" for r in as_list(st["Resource"])}
+            assert f"arn:aws:s3:::<ModelBucket>/models/{m}/*" in reads
+            if kind == "Http":
+                assert {a for st in s3 for a in as_list(st["Action"])} == {"s3:GetObject", "s3:ListBucket"}
+            else:
+                assert f"arn:aws:s3:::modelfn-prod-input-123456789012-us-east-1/incoming/{m}/*" in reads
+                writes = next(st for st in s3 if "s3:PutObject" in as_list(st["Action"]))
+                assert set(writes["Action"]) == {
+                    "s3:PutObject",
+                    "s3:AbortMultipartUpload",
+                    "s3:ListMultipartUploadParts",
+                }
+
+
+def test_buckets_are_private_encrypted_and_the_model_bucket_versioned(res: dict[str, Any]) -> None:
+    for lid in ("ModelBucket", "InputBucket", "ResultsBucket"):
+        p = res[lid]["Properties"]
+        assert all(p["PublicAccessBlockConfiguration"][k] for k in ("BlockPublicAcls", "BlockPublicPolicy"))
+        assert all(p["PublicAccessBlockConfiguration"][k] for k in ("IgnorePublicAcls", "RestrictPublicBuckets"))
+        assert p["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    assert res["ModelBucket"]["Properties"]["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert res["ModelBucket"]["DeletionPolicy"] == "Retain"
+
+
+def test_snapstart_on_http_functions_and_canary_deployments_with_rollback_alarms(res: dict[str, Any]) -> None:
+    for m in MODELS:
+        mc = cap(m)
+        assert res[f"{mc}HttpFunction"]["Properties"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+        # SnapStart's limits: no ephemeral storage above 512 MB
+        assert res[f"{mc}HttpFunction"]["Properties"].get("EphemeralStorage", {"Size": 512})["Size"] <= 512
+        for kind in ("Http", "Batch"):
+            fn = f"{mc}{kind}Function"
+            alias = res[f"{fn}Aliaslive"]
+            assert alias["Properties"]["Name"] == "live"
+            update = alias["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"]
+            assert update["DeploymentGroupName"] == {"Ref": f"{fn}DeploymentGroup"}
+            group = res[f"{fn}DeploymentGroup"]["Properties"]
+            assert "Canary10Percent5Minutes" in json.dumps(group["DeploymentConfigName"])
+            assert "DEPLOYMENT_STOP_ON_ALARM" in group["AutoRollbackConfiguration"]["Events"]
+            assert group["AlarmConfiguration"]["Enabled"] is True
+            alarms = [ref_id(a["Name"]) for a in group["AlarmConfiguration"]["Alarms"]]
+            metrics = set()
+            for a in alarms:
+                alarm = res[a]["Properties"]
+                metrics.add(alarm["MetricName"])
+                dims = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+                assert dims["FunctionName"] == {"Ref": fn}
+                assert dims["Resource"] == {"Fn::Sub": f"${{{fn}}}:live"}
+                version = dims["ExecutedVersion"]["Fn::GetAtt"]  # the new version only
+                assert res[version[0]]["Type"] == "AWS::Lambda::Version" and version[1] == "Version"
+            assert metrics == {"Errors", "Duration"}, fn
+    image = res["MlpImageFunction"]["Properties"]
+    assert "SnapStart" not in image and "Layers" not in image and "Runtime" not in image
+    assert image["ImageConfig"]["Command"] == ["app.http_handler"]
+
+
+def test_image_function_is_built_from_the_lambda_image_folder(sam: dict[str, Any]) -> None:
+    fn = sam["Resources"]["MlpImageFunction"]
+    assert fn["Properties"]["PackageType"] == "Image"
+    assert fn["Metadata"]["DockerContext"] == "infra/lambda-image"
+    assert fn["Metadata"]["Dockerfile"] == "Dockerfile"
+
+
+def api_routes(res: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """(METHOD, path) -> the function whose live alias the route integrates."""
+    routes = {}
+    for path, ops in res["HttpApi"]["Properties"]["Body"]["paths"].items():
+        for method, op in ops.items():
+            uri = op["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+            (alias,) = re.findall(r"functions/\$\{(\w+)Aliaslive\}/invocations", uri)
+            assert op["x-amazon-apigateway-integration"]["payloadFormatVersion"] == "2.0"
+            routes[("ANY" if method == "x-amazon-apigateway-any-method" else method.upper(), path)] = alias
+    return routes
+
+
+def test_http_api_routes_each_model_to_its_function_and_server_routes_to_the_default(res: dict[str, Any]) -> None:
+    routes = api_routes(res)
+    for m in MODELS:
+        fn = f"{cap(m)}HttpFunction"
+        for key in (
+            ("ANY", f"/v2/models/{m}"),
+            ("ANY", f"/v2/models/{m}/{{proxy+}}"),
+            ("ANY", f"/v1/models/{m}"),
+            ("ANY", f"/v1/models/{m}/{{proxy+}}"),
+            ("POST", f"/v1/models/{m}:predict"),
+        ):
+            assert routes.pop(key) == fn, key
+    for key in (
+        ("GET", "/v2"),
+        ("GET", "/v2/health/live"),
+        ("GET", "/v2/health/ready"),
+        ("GET", "/health"),
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+        ("POST", "/predict"),
+        ("ANY", "/v2/models/{proxy+}"),
+        ("ANY", "/v1/models/{proxy+}"),
+    ):
+        assert routes.pop(key) == "IrisHttpFunction", key
+    assert routes == {}
+
+
+def test_http_api_route_paths_are_valid_route_keys(res: dict[str, Any]) -> None:
+    """HTTP API: a path variable is a whole segment ({name}), a greedy one ({name+}) only the last segment."""
+    for path in res["HttpApi"]["Properties"]["Body"]["paths"]:
+        assert path.startswith("/") and (path == "/" or not path.endswith("/")), path
+        segments = path.strip("/").split("/")
+        for i, seg in enumerate(segments):
+            assert seg, path
+            if "{" in seg or "}" in seg:
+                m = re.fullmatch(r"\{[A-Za-z0-9_.-]+(\+?)\}", seg)
+                assert m, f"{path}: partial-segment variable {seg!r}"
+                assert not m.group(1) or i == len(segments) - 1, f"{path}: greedy variable not last"
+            else:
+                assert re.fullmatch(r"[A-Za-z0-9._~:@!$&'()*+,;=-]+", seg), f"{path}: {seg!r}"  # RFC 3986 pchar
+
+
+def state_machine_definition(res: dict[str, Any], lid: str) -> dict[str, Any]:
+    sep, lines = res[lid]["Properties"]["DefinitionString"]["Fn::Join"]
+    return dict(json.loads(sep.join(lines)))
+
+
+def test_distributed_map_reads_csv_batches_into_the_batch_function(res: dict[str, Any], params: dict[str, Any]) -> None:
+    for m in MODELS:
+        mc = cap(m)
+        lid = f"{mc}BatchStateMachine"
+        props = res[lid]["Properties"]
+        assert props["DefinitionSubstitutions"]["BatchFunctionArn"] == {"Ref": f"{mc}BatchFunctionAliaslive"}
+        assert props["DefinitionSubstitutions"]["ResultsBucket"] == {"Ref": "ResultsBucket"}
+        d = state_machine_definition(res, lid)
+        (state,) = d["States"].values()
+        assert state["Type"] == "Map"
+        assert state["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+        assert state["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
+        assert state["ItemReader"]["ReaderConfig"] == {"InputType": "CSV", "CSVHeaderLocation": "FIRST_ROW"}
+        assert 1 < state["ItemBatcher"]["MaxItemsPerBatch"] <= 5000
+        assert state["ItemBatcher"]["MaxInputBytesPerBatch"] <= 256 * 1024
+        assert set(state["ItemBatcher"]["BatchInput"]) == {"bucket.$", "key.$"}
+        task = state["ItemProcessor"]["States"][state["ItemProcessor"]["StartAt"]]
+        assert task["Resource"] == "arn:aws:states:::lambda:invoke"
+        assert task["Parameters"]["FunctionName"] == "${BatchFunctionArn}"
+        assert task["Parameters"]["Payload"] == {"Items.$": "$.Items", "BatchInput.$": "$.BatchInput"}
+        assert state["ResultWriter"]["Resource"] == "arn:aws:states:::s3:putObject"
+        assert state["ResultWriter"]["Parameters"]["Bucket"] == "${ResultsBucket}"
+        # least privilege: its own batch function, its own input prefix, its own results prefix, its own children
+        sts = statements(res, f"{lid}Role")
+        invoke = [st for st in sts if "lambda:InvokeFunction" in as_list(st["Action"])]
+        assert [st["Resource"] for st in invoke] == [{"Ref": f"{mc}BatchFunctionAliaslive"}]
+        arns = sorted(sub(r, params) for st in sts if st is not invoke[0] for r in as_list(st["Resource"]))
+        name = sub(props["StateMachineName"], params)
+        assert arns == sorted(
+            [
+                f"arn:aws:s3:::<InputBucket>/incoming/{m}/*",
+                f"arn:aws:s3:::<ResultsBucket>/results/{m}/distributed-map/*",
+                f"arn:aws:states:us-east-1:123456789012:stateMachine:{name}",
+                f"arn:aws:states:us-east-1:123456789012:execution:{name}/*",
+            ]
+        )
+
+
+def test_outputs_and_env_json_cover_every_function(sam: dict[str, Any]) -> None:
+    outputs = sam["Outputs"]
+    assert "ApiUrl" in outputs
+    for name in ("ModelBucketName", "InputBucketName", "ResultsBucketName"):
+        assert name in outputs
+    for m in MODELS:
+        mc = cap(m)
+        assert outputs[f"{mc}QueueUrl"]["Value"] == {"Ref": f"{mc}Queue"}
+        assert outputs[f"{mc}BatchStateMachineArn"]["Value"] == {"Ref": f"{mc}BatchStateMachine"}
+    env = json.loads((ROOT / "env.json").read_text())
+    functions = [lid for lid, r in sam["Resources"].items() if r["Type"] == "AWS::Serverless::Function"]
+    want = {"MODELFN_STORE": "s3://modelfn-models/models", "MODELFN_RESULTS": "s3://modelfn-results/results"}
+    assert env["Parameters"] == want
+    for lid in functions:
+        assert env[lid] == want, lid
+
+
+# ---------------------------------------------------------------------------------------------------------------
+NETWORK_ERRORS = (
+    "NewConnectionError",
+    "Failed to establish a new connection",
+    "Temporary failure in name resolution",
+    "Name or service not known",
+    "Network is unreachable",
+    "ProxyError",
+    "ConnectTimeoutError",
+    "Max retries exceeded",
+)
+# Lambda's python3.12 runs on Amazon Linux 2023 (glibc 2.34): manylinux_2_28 wheels run there, and onnxruntime
+# publishes nothing older for CPython 3.12, so both tags are allowed (SAM's cross-platform builds do the same).
+PLATFORM_ARGS = ["--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64"]
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under path, as they would be unzipped."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+@pytest.fixture(scope="session")
+def layer_site_packages(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The layer's requirements installed for Lambda (x86_64, CPython 3.12), as a cross-platform build does;
+    cached under .pytest_cache, keyed by the requirements and the pip arguments."""
+    requirements = ROOT / "layers" / "modelfn" / "requirements.txt"
+    # --no-compile: Lambda's build unpacks wheels without byte-compiling them
+    args = [*PLATFORM_ARGS, "--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:", "--no-compile"]
+    key = hashlib.sha256(requirements.read_bytes() + " ".join(args).encode()).hexdigest()[:16]
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    base = cache.mkdir("modelfn-layer-build") if cache is not None else tmp_path_factory.mktemp("layer-build")
+    target = base / key
+    done = target / ".complete"
+    if done.exists():
+        return target
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-warn-conflicts"]
+    cmd += ["--target", str(target / "python"), *args, "-r", str(requirements)]
+    env = dict(os.environ, PIP_NO_INPUT="1")
+    p = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900, env=env)
+    if p.returncode != 0:
+        out = p.stdout + p.stderr
+        if any(marker in out for marker in NETWORK_ERRORS):
+            pytest.skip(f"pip cannot reach the package index to build the layer for measuring: {out.strip()[-300:]}")
+        pytest.fail(f"pip could not install the layer's requirements for manylinux x86_64 / cp312:\n{out[-3000:]}")
+    done.write_text("ok\n")
+    return target
+
+
+@pytest.mark.slow
+def test_function_plus_layer_fits_lambdas_unzipped_limit(layer_site_packages: Path) -> None:
+    deps = tree_bytes(layer_site_packages / "python")
+    assert (layer_site_packages / "python" / "onnxruntime").is_dir() and deps > 10 * 1024 * 1024
+    package = tree_bytes(ROOT / "layers" / "modelfn")  # the layer's ContentUri, copied whole by the build
+    for m in MODELS:
+        function = tree_bytes(ROOT / "functions" / m)
+        total = deps + package + function
+        print(
+            f"{m}: layer deps {deps / 2**20:.1f} MB + layers/modelfn {package / 2**20:.2f} MB + "
+            f"functions/{m} {function / 2**20:.3f} MB = {total / 2**20:.1f} MB (limit 250 MB)"
+        )
+        assert total < LAMBDA_UNZIPPED_LIMIT, f"{m}: {total / 2**20:.1f} MB unzipped"
