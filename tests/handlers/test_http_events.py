@@ -27,6 +27,10 @@ from modelfn.settings import Settings
 
 from .conftest import LambdaContext
 
+# With metrics disabled Powertools keeps the metric set between invocations and flushes it itself every 100
+# values, after which an invocation may find it empty and warn.
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
+
 ACCOUNT = "123456789012"
 API_ID = "a1b2c3d4e5"
 URL_ID = "abcdefghijklmnopqrstuvwxyz012345"

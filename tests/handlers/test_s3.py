@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
+import boto3
 import numpy as np
 import pytest
 
@@ -513,3 +514,29 @@ def test_item_batch_scores_rows_and_reports_bad_items(
     assert "missing column" in errors[1]["error"] and "petal_width" in errors[1]["error"]
     assert "not an object" in errors[2]["error"]
     json.dumps(response)  # Step Functions needs it as JSON
+
+
+def test_results_inside_the_input_prefix_never_retrigger(
+    make_function: MakeFunction, s3: S3, input_bucket: str, lambda_context: LambdaContext
+) -> None:
+    """Even misconfigured with MODELFN_RESULTS inside its own input prefix, the function does not score its output."""
+    fn = make_function(results=f"s3://{input_bucket}/incoming/iris/out")
+    s3.put(input_bucket, "incoming/iris/a.csv", b"".join(iris_csv(3)))
+    first = fn.batch_handler(s3_put_event(input_bucket, "incoming/iris/a.csv"), lambda_context)
+    (done,) = first["results"]
+    assert done["output"] == f"s3://{input_bucket}/incoming/iris/out/iris/a.csv"
+    # the notification S3 would send for that result object is skipped
+    again = fn.batch_handler(s3_put_event(input_bucket, "incoming/iris/out/iris/a.csv"), lambda_context)
+    assert again["results"][0].get("skipped") is True
+
+
+def test_blank_lines_are_not_rows(
+    iris_fn: ModelFunction, s3: S3, input_bucket: str, results_bucket: str, lambda_context: LambdaContext
+) -> None:
+    data = b"id,a,b,c,d\n\nr1,5.1,3.5,1.4,0.2\n\nr2,1,2\n"
+    s3.put(input_bucket, "incoming/iris/blank.csv", data)
+    (done,) = iris_fn.batch_handler(s3_put_event(input_bucket, "incoming/iris/blank.csv"), lambda_context)["results"]
+    assert (done["rows"], done["scored"], done["errors"]) == (2, 1, 1)
+    errors = boto3.client("s3").get_object(Bucket=results_bucket, Key="results/iris/blank.csv.errors.jsonl")
+    (error,) = [json.loads(line) for line in errors["Body"].read().splitlines()]
+    assert (error["row"], error["id"]) == (2, "r2")

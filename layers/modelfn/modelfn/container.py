@@ -82,7 +82,7 @@ def build_config(app: Any, cfg: ServerConfig) -> Any:
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
         workers=1,
-        lifespan="off",
+        lifespan="auto",  # create_app may register startup/shutdown work (none needs it today)
         timeout_graceful_shutdown=cfg.shutdown_timeout,
         timeout_keep_alive=cfg.keep_alive,
         log_level=cfg.log_level,

@@ -43,11 +43,16 @@ class Observability:
         wrapped.__name__ = f"{kind}_handler"
         return wrapped
 
+    def _add(self, name: str, unit: MetricUnit, value: float) -> None:
+        # Disabled metrics would still pile up in Powertools' buffer (and flush every 100 values): skip them.
+        if not is_metrics_disabled():
+            self.metrics.add_metric(name=name, unit=unit, value=value)
+
     def latency(self, kind: str, ms: float) -> None:
-        self.metrics.add_metric(name=f"{kind}Latency", unit=MetricUnit.Milliseconds, value=ms)
+        self._add(f"{kind}Latency", MetricUnit.Milliseconds, ms)
 
     def count(self, name: str, value: float = 1) -> None:
-        self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        self._add(name, MetricUnit.Count, value)
 
     def load_time(self, ms: float) -> None:
-        self.metrics.add_metric(name="ModelLoadTime", unit=MetricUnit.Milliseconds, value=ms)
+        self._add("ModelLoadTime", MetricUnit.Milliseconds, ms)

@@ -43,9 +43,11 @@ def read_csv(stream: BinaryIO, chunk_rows: int) -> Iterator[Chunk]:
     feature_cols = [i for i, h in enumerate(header) if i != id_col]
     width = len(header)
     chunk = Chunk([], [], [], id_col is not None)
-    for n, record in enumerate(reader, start=1):
-        if not record:  # a blank line is not a row
+    n = 0
+    for record in reader:
+        if not record:  # a blank line is not a row, and does not count as one
             continue
+        n += 1
         chunk.rows.append(n)
         chunk.ids.append(record[id_col] if id_col is not None and id_col < len(record) else None)
         if len(record) != width:

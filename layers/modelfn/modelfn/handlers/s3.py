@@ -13,6 +13,7 @@ from modelfn.batch.scoring import RowScorer, score_object
 from modelfn.errors import InvalidInput
 from modelfn.session import LoadedModel
 from modelfn.store import ObjectStore, open_store
+from modelfn.store.s3 import S3Store
 
 log = logging.getLogger("modelfn")
 ERRORS_SUFFIX = ".errors.jsonl"
@@ -27,11 +28,16 @@ class S3Handler:
         self.name = name
         self.prefix = input_prefix
 
-    def target(self, key: str) -> str | None:
-        """Where a key's results go, or None for keys this function must not score (outside its input prefix,
-        or its own outputs: the function never triggers itself)."""
+    def target(self, bucket: str, key: str) -> str | None:
+        """Where a key's results go, or None for keys this function must not score: outside its input prefix, or
+        its own outputs (under the results location, or an errors file), so the function never triggers itself
+        even if MODELFN_RESULTS is configured inside the input prefix."""
         if not key.startswith(self.prefix) or key.endswith(ERRORS_SUFFIX) or key.endswith("/"):
             return None
+        results = self.results()
+        if isinstance(results, S3Store) and results.bucket == bucket:
+            if not results.prefix or key.startswith(results.prefix + "/"):
+                return None
         return f"{self.name}/{key[len(self.prefix) :]}"
 
     def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -39,9 +45,9 @@ class S3Handler:
         for record in event["Records"]:
             bucket = record["s3"]["bucket"]["name"]
             key = unquote_plus(record["s3"]["object"]["key"])
-            dest_key = self.target(key)
+            dest_key = self.target(bucket, key)
             if dest_key is None:
-                log.warning("skipping s3://%s/%s: not under the input prefix %r", bucket, key, self.prefix)
+                log.warning("skipping s3://%s/%s: not an input of this function (prefix %r)", bucket, key, self.prefix)
                 done.append({"input": f"s3://{bucket}/{key}", "skipped": True})
                 continue
             try:

@@ -16,7 +16,8 @@ and content type; a v2 binary answer's JSON length comes back in the response's 
 as the `Inference-Header-Content-Length` header. Endpoint faults map to 502 (unknown endpoint, other errors),
 503 (endpoint not ready, model not ready), 429 (throttled) and 504 (the model timed out), with `{"error": ...}`.
 
-Environment: `MODELFN_SAGEMAKER_ENDPOINT` (required), `MODELFN_MODEL` (the model's name inside the container;
+Environment: `MODELFN_SAGEMAKER_ENDPOINT` (required), `MODELFN_SAGEMAKER_TIMEOUT` (seconds to wait for the
+endpoint's answer, default 25: under API Gateway's 30 s), `MODELFN_MODEL` (the model's name inside the container;
 default: whatever the path names), `MODELFN_PUBLIC_MODEL` (the model's name in the API's paths, e.g. `mlp-gpu`,
 rewritten to MODELFN_MODEL; default MODELFN_MODEL), `MODELFN_BASE_PATH` (API mapping base path to strip).
 Paths naming another model get 404 here without an invocation. boto3 is the Lambda runtime's: no onnxruntime,
@@ -77,10 +78,11 @@ class SageMakerProxy:
             import boto3
             from botocore.config import Config
 
-            # InvokeEndpoint may take up to 60 s; retries of a timed-out inference would only pile up.
-            client = boto3.client(
-                "sagemaker-runtime", config=Config(read_timeout=70, retries={"max_attempts": 2, "mode": "standard"})
-            )
+            # Answer 504 before API Gateway's 30 s (and the function's 29 s) run out; a timed-out inference is not
+            # retried (it would only pile up on the endpoint).
+            timeout = float(os.environ.get("MODELFN_SAGEMAKER_TIMEOUT", "25"))
+            config = Config(connect_timeout=2, read_timeout=timeout, retries={"total_max_attempts": 1})
+            client = boto3.client("sagemaker-runtime", config=config)
         self.client = client
         self.endpoint = endpoint
         self.model = model

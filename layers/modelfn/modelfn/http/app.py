@@ -62,6 +62,8 @@ def create_app(
     hooks = hooks or {}
     batcher = Batcher(registry.settings, batching) if Batcher.wanted(registry.settings, batching) else None
     app.state.batcher = batcher
+    if batcher is not None:
+        app.router.on_shutdown.append(batcher.close)
 
     @app.exception_handler(ModelfnError)
     async def _modelfn_error(_: Request, exc: ModelfnError) -> Response:
