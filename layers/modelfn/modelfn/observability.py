@@ -36,10 +36,10 @@ class Observability:
         and an X-Ray subsegment for the handler."""
         traced = self.tracer.capture_lambda_handler(handler, capture_response=False)
         logged = self.logger.inject_lambda_context(traced, log_event=False, clear_state=True)
-        # Powertools emits the ColdStart metric even with POWERTOOLS_METRICS_DISABLED set; honour the switch here.
-        wrapped = self.metrics.log_metrics(
-            logged, capture_cold_start_metric=not is_metrics_disabled(), raise_on_empty_metrics=False
-        )
+        if is_metrics_disabled():  # Powertools would still emit ColdStart and warn about empty metrics
+            wrapped = logged
+        else:
+            wrapped = self.metrics.log_metrics(logged, capture_cold_start_metric=True, raise_on_empty_metrics=False)
         wrapped.__name__ = f"{kind}_handler"
         return wrapped
 
