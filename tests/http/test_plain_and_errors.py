@@ -46,7 +46,7 @@ def small_client(s3_store: str) -> Iterator[TestClient]:
         yield c
 
 
-def error(response: httpx.Response, status: int) -> str:
+def error(response: Any, status: int) -> str:  # httpx or httpx2 (TestClient) responses
     """The status, and the body every error has: JSON with exactly one key, `error`, a non-empty string."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
@@ -251,7 +251,7 @@ def binary_request(header: dict[str, Any], *blobs: bytes) -> tuple[bytes, dict[s
     return head + b"".join(blobs), {HEADER: str(len(head)), "content-type": "application/octet-stream"}
 
 
-def split_binary_response(r: httpx.Response) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def split_binary_response(r: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The JSON header and every output as an array, binary ones read from the bytes after the header."""
     assert r.status_code == 200, r.text
     length = int(r.headers[HEADER])

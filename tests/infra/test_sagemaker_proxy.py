@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import subprocess
+import sys
 import uuid
 from typing import Any, cast
 from urllib.parse import urlencode
@@ -259,3 +261,14 @@ def test_module_handler_reads_the_environment(monkeypatch: pytest.MonkeyPatch, r
     assert runtime.calls[-1]["EndpointName"] == ENDPOINT
     sagemaker_proxy.http_handler(http_api_event("GET", "/v2/models/mlp-gpu/ready"), None)
     assert made == ["sagemaker-runtime"]  # built once per Lambda environment
+
+
+def test_lambda_path_never_imports_the_server_stack() -> None:
+    """prometheus_client and uvicorn belong to the container; the Lambda handlers (this proxy included) load
+    without them."""
+    code = (
+        "import sys, modelfn.function, modelfn.handlers.sagemaker_proxy, modelfn.http.app;"
+        "print(sorted(m for m in ('prometheus_client', 'uvicorn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

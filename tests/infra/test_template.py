@@ -146,7 +146,7 @@ def test_translates_to_the_expected_resources(sam: dict[str, Any], res: dict[str
 def test_functions_have_layer_runtime_handlers_and_environment(
     sam: dict[str, Any], res: dict[str, Any], params: dict[str, Any]
 ) -> None:
-    fns = zip_functions(res)
+    fns = {lid: p for lid, p in zip_functions(res).items() if not lid.startswith("Heavy")}
     assert sorted(fns) == sorted(f"{cap(m)}{kind}Function" for m in MODELS for kind in ("Http", "Batch"))
     layer = next(lid for lid, r in res.items() if r["Type"] == "AWS::Lambda::LayerVersion")
     for m in MODELS:
@@ -331,8 +331,11 @@ def test_snapstart_on_http_functions_and_canary_deployments_with_rollback_alarms
 def test_image_function_is_built_from_the_lambda_image_folder(sam: dict[str, Any]) -> None:
     fn = sam["Resources"]["MlpImageFunction"]
     assert fn["Properties"]["PackageType"] == "Image"
-    assert fn["Metadata"]["DockerContext"] == "infra/lambda-image"
-    assert fn["Metadata"]["Dockerfile"] == "Dockerfile"
+    # the build context is the repository: the image copies layers/modelfn/ and functions/<FUNCTION>/
+    assert fn["Metadata"]["DockerContext"] == "."
+    assert fn["Metadata"]["Dockerfile"] == "infra/lambda-image/Dockerfile"
+    assert fn["Metadata"]["DockerBuildArgs"] == {"FUNCTION": "mlp"}
+    assert (ROOT / fn["Metadata"]["Dockerfile"]).is_file()
 
 
 def api_routes(res: dict[str, Any]) -> dict[tuple[str, str], str]:
@@ -371,7 +374,28 @@ def test_http_api_routes_each_model_to_its_function_and_server_routes_to_the_def
         ("ANY", "/v1/models/{proxy+}"),
     ):
         assert routes.pop(key) == "IrisHttpFunction", key
+    for key in (  # the heavy model: same routes, forwarded to its SageMaker endpoint
+        ("ANY", "/v2/models/mlp-gpu"),
+        ("ANY", "/v2/models/mlp-gpu/{proxy+}"),
+        ("ANY", "/v1/models/mlp-gpu"),
+        ("ANY", "/v1/models/mlp-gpu/{proxy+}"),
+        ("POST", "/v1/models/mlp-gpu:predict"),
+    ):
+        assert routes.pop(key) == "HeavyMlpHttpFunction", key
     assert routes == {}
+
+
+def test_heavy_model_function_forwards_to_its_endpoint_only(sam: dict[str, Any], res: dict[str, Any]) -> None:
+    p = zip_functions(res)["HeavyMlpHttpFunction"]
+    assert p["Handler"] == "index.http_handler" and p["Runtime"] == "python3.12"
+    assert "sagemaker_proxy import http_handler" in sam["Resources"]["HeavyMlpHttpFunction"]["Properties"]["InlineCode"]
+    env = p["Environment"]["Variables"]
+    assert env["MODELFN_SAGEMAKER_ENDPOINT"] == {"Ref": "HeavyMlpEndpointName"}
+    statements = [
+        st for pol in sam["Resources"]["HeavyMlpHttpFunction"]["Properties"]["Policies"] for st in pol["Statement"]
+    ]
+    assert [st["Action"] for st in statements] == ["sagemaker:InvokeEndpoint"]
+    assert "endpoint/${HeavyMlpEndpointName}" in statements[0]["Resource"]["Fn::Sub"]
 
 
 def test_http_api_route_paths_are_valid_route_keys(res: dict[str, Any]) -> None:

@@ -56,8 +56,10 @@ def sam_stack(aws: EmbeddedAWS, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 def invoke(env: dict[str, str], rel: str) -> tuple[Any, str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "modelfn.tools.cli", "invoke", FUNCTIONS[rel], "--event", str(EVENTS / rel)]
-        + ["--template", str(ROOT / "template.yaml"), "--env-vars", str(ROOT / "env.json")],
+        [
+            *(sys.executable, "-m", "modelfn.tools.cli", "invoke", FUNCTIONS[rel], "--event", str(EVENTS / rel)),
+            *("--template", str(ROOT / "template.yaml"), "--env-vars", str(ROOT / "env.json")),
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -3,7 +3,12 @@
 Importing the package is cheap: the runtime pieces are imported by the modules that need them.
 """
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from modelfn.function import ModelFunction
 
 
 def __getattr__(name: str) -> object:

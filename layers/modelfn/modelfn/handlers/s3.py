@@ -35,9 +35,9 @@ class S3Handler:
         if not key.startswith(self.prefix) or key.endswith(ERRORS_SUFFIX) or key.endswith("/"):
             return None
         results = self.results()
-        if isinstance(results, S3Store) and results.bucket == bucket:
-            if not results.prefix or key.startswith(results.prefix + "/"):
-                return None
+        own_bucket = isinstance(results, S3Store) and results.bucket == bucket
+        if own_bucket and (not results.prefix or key.startswith(results.prefix + "/")):
+            return None
         return f"{self.name}/{key[len(self.prefix) :]}"
 
     def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:

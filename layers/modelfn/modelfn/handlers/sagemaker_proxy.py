@@ -30,17 +30,16 @@ import os
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from modelfn import jsonio
+from modelfn.protocols import sagemaker
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-IHCL = "inference-header-content-length"
-FORWARDED_HEADERS = (IHCL, "content-encoding")
 SERVER_PATHS = {"/v2", "/v2/health/live", "/v2/health/ready", "/health"}
 _MODEL_PATH = re.compile(r"^/(v1|v2)/models/([^/:]+)(.*)$")
 _ERRORS = {
@@ -51,19 +50,6 @@ _ERRORS = {
     "ThrottlingException": 429,
     "InternalFailure": 502,
 }
-
-
-def parse_attributes(value: str | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for part in (value or "").split(";"):
-        key, sep, val = part.strip().partition("=")
-        if sep and key:
-            out[key.strip().lower()] = unquote(val.strip())
-    return out
-
-
-def format_attributes(attrs: dict[str, str]) -> str:
-    return "; ".join(f"{k}={quote(v, safe='/:')}" for k, v in attrs.items())
 
 
 class SageMakerProxy:
@@ -138,14 +124,14 @@ class SageMakerProxy:
         """One InvokeEndpoint: (status, content type, extra headers, body) of the container's answer."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        attrs = {"modelfn-path": route, **{h: headers[h] for h in FORWARDED_HEADERS if h in headers}}
+        attrs = {sagemaker.PATH: route, **{h: headers[h] for h in sagemaker.FORWARDED_HEADERS if h in headers}}
         request: dict[str, Any] = {
             "EndpointName": self.endpoint,
             # InvokeEndpoint needs a body; GETs have none, and the container's GET routes ignore this one.
             "Body": body or b"{}",
             "ContentType": headers.get("content-type", "application/json"),
             "Accept": headers.get("accept", "*/*"),
-            "CustomAttributes": format_attributes(attrs),
+            "CustomAttributes": sagemaker.format_attributes(attrs),
         }
         try:
             response = self.client.invoke_endpoint(**request)
@@ -165,7 +151,7 @@ class SageMakerProxy:
             return 504 if "timeout" in type(e).__name__.lower() else 502, "application/json", {}, _error(str(e))
         payload = response["Body"].read()
         out = {}
-        length = parse_attributes(response.get("CustomAttributes")).get(IHCL)
+        length = sagemaker.parse_attributes(response.get("CustomAttributes")).get(sagemaker.BINARY_LENGTH)
         if length is not None:
             out["Inference-Header-Content-Length"] = length
         return 200, response.get("ContentType") or "application/json", out, payload

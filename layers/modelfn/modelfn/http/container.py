@@ -40,7 +40,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import unquote, urlencode
 
 from fastapi import FastAPI
 from fastapi.responses import Response
@@ -52,7 +52,7 @@ from modelfn.errors import InvalidInput, ModelfnError, PayloadTooLarge
 from modelfn.hooks import Hooks
 from modelfn.http.app import create_app
 from modelfn.http.body import read_body
-from modelfn.protocols import v2
+from modelfn.protocols import sagemaker, v2
 from modelfn.registry import ModelRegistry
 
 log = logging.getLogger("modelfn")
@@ -64,10 +64,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PATH_HEADER = "x-modelfn-path"
-CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
 TARGET_MODEL = "x-amzn-sagemaker-target-model"
-PATH_ATTRIBUTE = "modelfn-path"
-FORWARDED_ATTRIBUTES = ("inference-header-content-length", "content-encoding")
 UNMATCHED = "<unmatched>"
 
 REQUESTS = Counter(
@@ -80,20 +77,6 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
     registry=REGISTRY,
 )
-
-
-def parse_custom_attributes(value: str | None) -> dict[str, str]:
-    """`k1=v1; k2=v2` with percent-encoded values (SageMaker's CustomAttributes is free-form ASCII; this is ours)."""
-    out: dict[str, str] = {}
-    for part in (value or "").split(";"):
-        key, sep, val = part.strip().partition("=")
-        if sep and key:
-            out[key.strip().lower()] = unquote(val.strip())
-    return out
-
-
-def format_custom_attributes(attrs: dict[str, str]) -> str:
-    return "; ".join(f"{k}={quote(v, safe='/:')}" for k, v in attrs.items())
 
 
 def split_route(value: str) -> tuple[str, str, str]:
@@ -171,9 +154,9 @@ class ContainerMiddleware:
 
     # ---- /invocations --------------------------------------------------------------------------------------
     async def route_invocation(self, scope: Scope, receive: Receive) -> tuple[Scope, Receive, str | None] | None:
-        attrs = parse_custom_attributes(_header(scope, CUSTOM_ATTRIBUTES))
-        explicit = _header(scope, PATH_HEADER) or attrs.get(PATH_ATTRIBUTE)
-        extra = [(k.encode(), attrs[k].encode("latin-1")) for k in FORWARDED_ATTRIBUTES if k in attrs]
+        attrs = sagemaker.parse_attributes(_header(scope, sagemaker.HEADER))
+        explicit = _header(scope, PATH_HEADER) or attrs.get(sagemaker.PATH)
+        extra = [(k.encode(), attrs[k].encode("latin-1")) for k in sagemaker.FORWARDED_HEADERS if k in attrs]
         replaced = {k for k, _ in extra}
         headers = [(k, v) for k, v in scope["headers"] if bytes(k).lower() not in replaced] + extra
         if explicit:
@@ -266,8 +249,8 @@ class ContainerMiddleware:
             if message["type"] == "http.response.start":
                 for k, v in message.get("headers", []):
                     if k.lower() == header:
-                        attrs = f"{FORWARDED_ATTRIBUTES[0]}={bytes(v).decode('latin-1')}".encode()
-                        message["headers"] = [*message["headers"], (CUSTOM_ATTRIBUTES.encode(), attrs)]
+                        attrs = sagemaker.format_attributes({sagemaker.BINARY_LENGTH: bytes(v).decode("latin-1")})
+                        message["headers"] = [*message["headers"], (sagemaker.HEADER.encode(), attrs.encode())]
                         break
             await send(message)
 
@@ -276,7 +259,7 @@ class ContainerMiddleware:
     # ---- metrics -------------------------------------------------------------------------------------------
     def _record(self, scope: Scope, status: int, model: str | None, seconds: float) -> None:
         route = scope.get("route")
-        template = getattr(route, "path", None) or UNMATCHED
+        template = getattr(route, "path", None) or ("/invocations" if scope["path"] == "/invocations" else UNMATCHED)
         params = scope.get("path_params") or {}
         name = model or params.get("name")
         requested = params.get("version") or params.get("label")

@@ -120,7 +120,8 @@ def decode_parsed(req: Any, binary: memoryview, model: LoadedModel) -> V2Request
                 raise InvalidInput(f"{where}: binary_data_size must be a non-negative integer")
             if offset + size > len(binary):
                 raise InvalidInput(
-                    f"{where}: binary_data_size {size} runs past the {len(binary)} bytes of binary data after the header"
+                    f"{where}: binary_data_size {size} runs past the {len(binary)} bytes of binary data"
+                    " after the header"
                 )
             inputs[name] = _binary_tensor(spec, shape, binary[offset : offset + size], where)
             offset += size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Iterator
@@ -188,7 +189,6 @@ class MultipartWriter:
 
     def abort(self) -> None:
         if self.upload_id is not None:
-            try:
+            # best effort: the bucket's lifecycle rule for incomplete uploads is the backstop
+            with contextlib.suppress(ClientError, BotoCoreError):
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
-            except (ClientError, BotoCoreError):
-                pass  # the bucket's lifecycle rule for incomplete uploads is the backstop

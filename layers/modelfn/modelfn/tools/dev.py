@@ -56,9 +56,8 @@ class Tour:
         if hdrs.get("Content-Type", "").startswith("application/json"):
             print("  " + shown.decode())
         else:
-            print(
-                f"  <{len(raw)} bytes, {hdrs.get('Content-Type')}, JSON header {hdrs.get('Inference-Header-Content-Length')}>"
-            )
+            header = hdrs.get("Inference-Header-Content-Length")
+            print(f"  <{len(raw)} bytes, {hdrs.get('Content-Type')}, JSON header {header}>")
         if status != expect:
             self.failures.append(f"{method} {path}: {status}, expected {expect}")
         return status, raw, hdrs
