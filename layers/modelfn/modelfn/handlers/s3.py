@@ -35,8 +35,11 @@ class S3Handler:
         if not key.startswith(self.prefix) or key.endswith(ERRORS_SUFFIX) or key.endswith("/"):
             return None
         results = self.results()
-        own_bucket = isinstance(results, S3Store) and results.bucket == bucket
-        if own_bucket and (not results.prefix or key.startswith(results.prefix + "/")):
+        if (
+            isinstance(results, S3Store)
+            and results.bucket == bucket
+            and (not results.prefix or key.startswith(results.prefix + "/"))
+        ):
             return None
         return f"{self.name}/{key[len(self.prefix) :]}"
 
