@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -21,13 +21,17 @@ CHUNK_ROWS = 8192
 
 @dataclass
 class ScoreStats:
+    input: str = ""
+    output: str = ""
+    errors_output: str = ""
     rows: int = 0
     scored: int = 0
     errors: int = 0
     seconds: float = 0.0
-    output: str = ""
-    errors_output: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """What a handler or the CLI reports for one scored object."""
+        return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
 def output_columns(model: LoadedModel) -> list[str]:
@@ -158,7 +162,7 @@ def score_object(
     started = time.perf_counter()
     ext = format_of(src_key)
     scorer = RowScorer(model)
-    stats = ScoreStats(output=dest.join(dest_key), errors_output=dest.join(dest_key + ".errors.jsonl"))
+    stats = ScoreStats(src.join(src_key), dest.join(dest_key), dest.join(dest_key + ".errors.jsonl"))
     with src.open_reader(src_key) as stream:
         chunks = READERS[ext](stream, chunk_rows)
         first = next(chunks, None)

@@ -59,17 +59,7 @@ class S3Handler:
                 log.error("s3://%s/%s: %s", bucket, key, e.message)
                 done.append({"input": f"s3://{bucket}/{key}", "error": e.message})
                 continue
-            done.append(
-                {
-                    "input": f"s3://{bucket}/{key}",
-                    "output": stats.output,
-                    "errors_output": stats.errors_output,
-                    "rows": stats.rows,
-                    "scored": stats.scored,
-                    "errors": stats.errors,
-                    "seconds": round(stats.seconds, 3),
-                }
-            )
+            done.append(stats.summary())
         return {"results": done}
 
 

@@ -19,14 +19,4 @@ def score(input_uri: str, output_uri: str, store: str | None, name: str, version
     src, src_key = split_uri(input_uri)
     dest, dest_key = split_uri(output_uri)
     stats = score_object(model, src, src_key, dest, dest_key)
-    return {
-        "model": name,
-        "version": model.version,
-        "input": src.join(src_key),
-        "output": stats.output,
-        "errors_output": stats.errors_output,
-        "rows": stats.rows,
-        "scored": stats.scored,
-        "errors": stats.errors,
-        "seconds": round(stats.seconds, 3),
-    }
+    return {"model": name, "version": model.version, **stats.summary()}
