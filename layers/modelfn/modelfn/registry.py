@@ -3,6 +3,7 @@ the warm-start cache. HTTP, SQS and S3 all go through here; only decoding differ
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -33,14 +34,23 @@ class ModelRegistry:
         self.settings = settings or Settings()
         self.allowed = sorted(set(models)) if models else None
         self.cache = cache or model_cache
+        self._names: tuple[list[str], float] | None = None
 
     @classmethod
     def from_uri(cls, uri: str, settings: Settings | None = None, models: Iterable[str] | None = None) -> ModelRegistry:
         return cls(ModelRepository(open_store(uri)), settings, models)
 
     def model_names(self) -> list[str]:
+        """The served models, re-listed from the store after MODELFN_LABEL_TTL seconds (as labels are), so a
+        request path that needs the list (/predict without a model) never pays a store round trip."""
+        now = time.monotonic()
+        if self._names is not None and now - self._names[1] < self.settings.label_ttl:
+            return self._names[0]
         names = self.repo.models()
-        return [n for n in names if n in self.allowed] if self.allowed is not None else names
+        if self.allowed is not None:
+            names = [n for n in names if n in self.allowed]
+        self._names = (names, now)
+        return names
 
     def _check_served(self, name: str) -> None:
         check_name(name)

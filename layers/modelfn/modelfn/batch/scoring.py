@@ -84,28 +84,7 @@ class RowScorer:
 
     def score(self, chunk: Chunk) -> tuple[list[int], dict[str, np.ndarray], list[dict[str, Any]]]:
         """Returns the indexes of scored rows, their output columns, and error records for the others."""
-        errors: list[dict[str, Any]] = []
-        good: list[int] = []
-        x: np.ndarray | None = None
-        candidates = [i for i, f in enumerate(chunk.features) if not isinstance(f, Exception)]
-        if len(candidates) == len(chunk.features) and candidates:
-            try:  # fast path: the whole chunk converts at once (numpy parses the strings in C)
-                x = np.asarray(chunk.features, dtype=self.spec.dtype)
-                if x.ndim != 2 or (self.width != -1 and x.shape[1] != self.width):
-                    x = None
-                else:
-                    good = candidates
-            except (ValueError, TypeError):
-                x = None
-        if x is None:
-            parsed: list[np.ndarray] = []
-            for i, values in enumerate(chunk.features):
-                try:
-                    parsed.append(self._parse_one(values))
-                    good.append(i)
-                except ModelfnError as e:
-                    errors.append(self._error(chunk, i, e.message))
-            x = np.stack(parsed) if parsed else np.empty((0, max(self.width, 0)), dtype=self.spec.dtype)
+        x, good, errors = self._parse(chunk)
         if not good:
             return [], {}, errors
         try:
@@ -113,6 +92,37 @@ class RowScorer:
         except ModelfnError:
             return self._isolate(chunk, good, x, errors)
         return good, _flatten(self.model, results), errors
+
+    def _fits(self, x: np.ndarray) -> bool:
+        return x.ndim == 2 and (self.width == -1 or x.shape[1] == self.width)
+
+    def _parse(self, chunk: Chunk) -> tuple[np.ndarray, list[int], list[dict[str, Any]]]:
+        """The chunk as a matrix: at once when the reader parsed it, or when every row converts in one numpy call
+        (C speed); else row by row, so that each bad row becomes an error of its own."""
+        everyone = list(range(len(chunk.rows)))
+        features: list[Any] = chunk.features
+        if chunk.matrix is not None:
+            if self._fits(chunk.matrix):
+                return chunk.matrix.astype(self.spec.dtype, copy=False), everyone, []
+            features = [InvalidInput(f"expected {self.width} features, got {chunk.matrix.shape[1]}")] * len(everyone)
+        elif features and not any(isinstance(f, Exception) for f in features):
+            try:
+                x = np.asarray(features, dtype=self.spec.dtype)
+                if self._fits(x):
+                    return x, everyone, []
+            except (ValueError, TypeError):
+                pass
+        parsed: list[np.ndarray] = []
+        good: list[int] = []
+        errors: list[dict[str, Any]] = []
+        for i, values in enumerate(features):
+            try:
+                parsed.append(self._parse_one(values))
+                good.append(i)
+            except ModelfnError as e:
+                errors.append(self._error(chunk, i, e.message))
+        x = np.stack(parsed) if parsed else np.empty((0, max(self.width, 0)), dtype=self.spec.dtype)
+        return x, good, errors
 
     def _isolate(
         self, chunk: Chunk, good: list[int], x: np.ndarray, errors: list[dict[str, Any]]
