@@ -177,7 +177,9 @@ class CsvWriter:
         row_fmt = ",".join(_FORMATS.get(c.dtype.kind + str(c.dtype.itemsize), "%s") for c in columns.values())
         if texts is not None and any(_NEEDS_QUOTES.search(t) for t in texts):
             buf = io.StringIO()
-            csv.writer(buf, lineterminator="\n").writerows(zip(texts, *[_as_text(c) for c in columns.values()]))
+            csv.writer(buf, lineterminator="\n").writerows(
+                zip(texts, *[_as_text(c) for c in columns.values()], strict=True)
+            )
             self.sink.write(buf.getvalue().encode())
             return
         if texts is not None:
