@@ -38,8 +38,6 @@ class ModelFunction:
         self.load_error: str | None = None
         self._load_reported = False
         self.load()
-        if self._serves_http():
-            self.warm_http()
         self.http_handler = self.obs.wrap(self._http, "http")
         self.sqs_handler = self.obs.wrap(self._sqs, "sqs")
         self.s3_handler = self.obs.wrap(self._s3, "s3")
@@ -131,8 +129,18 @@ class ModelFunction:
             self.obs.latency(kind, (time.perf_counter() - started) * 1000)
         return result
 
+    @cached_property
+    def _fast_path(self) -> Any:
+        from modelfn.handlers.fast import FastPath
+
+        return FastPath(self.registry, self.name, self.hooks, self.base_path)
+
+    def _serve_http(self, event: dict[str, Any], context: Any) -> Any:
+        response = self._fast_path(event)
+        return response if response is not None else self._http_adapter(event, context)
+
     def _http(self, event: dict[str, Any], context: Any) -> Any:
-        response = self._timed("Http", self._http_adapter, event, context)
+        response = self._timed("Http", self._serve_http, event, context)
         status = int(response.get("statusCode", 500))
         if status >= 500:
             self.obs.count("Errors")
@@ -176,14 +184,14 @@ class ModelFunction:
 
     @staticmethod
     def _serves_http() -> bool:
-        """Lambda names the handler in _HANDLER: build the HTTP stack at init only for HTTP functions (a batch
-        function never pays for FastAPI); outside Lambda (_HANDLER unset) build it too."""
+        """Lambda names the handler in _HANDLER: only HTTP functions (or any, outside Lambda) build the app."""
         handler = os.environ.get("_HANDLER", "")
         return not handler or handler.endswith((".http_handler", ".handler"))
 
     def warm_http(self) -> None:
-        """Build the app and send it one internal request during init, so FastAPI's and Mangum's first-call costs
-        are paid before the first real request (and land in a SnapStart snapshot)."""
+        """Build the FastAPI app and send it one internal request, so its first-call costs are paid now. Run before
+        a SnapStart snapshot (where init time is free); without SnapStart the app is built on the first request
+        that is not an inference request, and inference requests never need it (the fast path)."""
         event = {
             "version": "2.0",
             "routeKey": "$default",
@@ -213,8 +221,6 @@ class ModelFunction:
     def before_snapshot(self) -> None:
         if self.load_error is not None:
             self.load()
-        if self._serves_http():
-            self.warm_http()
 
     def after_restore(self) -> None:
         from modelfn.store.s3 import s3_client
