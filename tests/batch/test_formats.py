@@ -7,10 +7,10 @@ import io
 
 import numpy as np
 
-from modelfn.batch.formats import CsvWriter, read_csv
+from modelfn.batch.formats import Chunk, CsvWriter, read_csv
 
 
-def chunks(text: str, rows: int = 1000) -> list:
+def chunks(text: str, rows: int = 1000) -> list[Chunk]:
     return list(read_csv(io.BytesIO(text.encode()), rows))
 
 
