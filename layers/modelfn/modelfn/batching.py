@@ -49,11 +49,17 @@ DynamicQuantizeMatMul), so a joined batch costs more than the same rows naively 
 far less than running the rows one by one: on the example MLP on a quiet 2-CPU machine, 32 one-row requests take
 about 0.6 ms joined against about 2 ms as 32 single runs. A batch of one request always runs the original graph.
 
-The artifact is found where the model cache keeps it (`<cache_dir>/sha256/<sha256>.onnx`) and checked against
-the manifest's sha256 again. Besides dynamic quantization, a model whose graph mixes rows of a batch (a
-reduction over the batch axis, MeanVarianceNormalization over axis 0) must not be joined: set
-`{"<model>": {"batching": false}}` in MODELFN_MODELS_CONFIG. fp32 models are joined as they are; their joined
-results can differ from single runs in the last bits (a GEMM's blocking depends on the row count).
+The rewritten graph gets a session of its own with spin-waiting off (its pool threads would otherwise take the
+CPUs the event loop needs to decode the next batch while one runs).
+
+How a model is classified (once per version, in its worker thread, the first time it is asked for): the artifact
+is read where the model cache keeps it (`<cache_dir>/sha256/<sha256>.onnx`) and checked against the sha256 again;
+if its bytes name none of the batch-dependent op types (BATCH_SENSITIVE: dynamic quantization ops,
+MeanVarianceNormalization) its requests are joined as they are; if they do, the rewrite above is tried; if the
+artifact cannot be read, nothing is joined. A model whose graph mixes the rows of a batch in some other way (an
+explicit reduction over the batch axis) must not be joined: set `{"<model>": {"batching": false}}` in
+MODELFN_MODELS_CONFIG. fp32 models are joined as they are; their joined results can differ from single runs in
+the last bits (a GEMM's blocking depends on the row count).
 
 Batch sizes are recorded in `batch_stats` (always) and, when prometheus_client is importable (the `server`
 extra), in the `modelfn_batch_size` histogram and `modelfn_batches_total` counter (labels model, version).
@@ -477,6 +483,8 @@ class _Runner:
     rows: dict[Any, int] = field(default_factory=dict)
     wake: asyncio.Event | None = None
     task: asyncio.Task[None] | None = None
+    state: str = "idle"  # the drain task: idle (nothing queued), waiting (filling `filling`), busy
+    filling: Any = None
 
 
 class Batcher:
@@ -529,7 +537,7 @@ class Batcher:
             if self.incoming == 0:
                 loop = asyncio.get_running_loop()
                 for runner in self._runners.values():
-                    if runner.wake is not None and runner.loop is loop:
+                    if runner.state == "waiting" and runner.wake is not None and runner.loop is loop:
                         runner.wake.set()
 
     async def predict(
@@ -558,8 +566,11 @@ class Batcher:
         else:
             group.append(item)
             runner.rows[key] += rows
-        assert runner.wake is not None
-        runner.wake.set()
+        if runner.state == "idle" or (
+            runner.state == "waiting" and (self.incoming == 0 or runner.rows.get(runner.filling, 0) >= runner.max_rows)
+        ):
+            assert runner.wake is not None
+            runner.wake.set()
         return await future
 
     def _key(self, model: LoadedModel, feed: dict[str, np.ndarray], names: list[str], runner: _Runner) -> Any:
@@ -606,6 +617,7 @@ class Batcher:
         runner.pending = {}
         runner.rows = {}
         runner.wake = asyncio.Event()
+        runner.state, runner.filling = "idle", None
         runner.task = loop.create_task(self._drain(runner), name=f"modelfn-batcher-{runner.name}-v{runner.version}")
 
     async def _drain(self, runner: _Runner) -> None:
@@ -614,9 +626,11 @@ class Batcher:
         assert wake is not None
         while True:
             if not runner.pending:
+                runner.state = "idle"
                 wake.clear()
                 await wake.wait()
                 continue
+            runner.state = "busy"
             batch: list[_Item] = []
             try:
                 if runner.plan is None:
@@ -627,14 +641,7 @@ class Batcher:
                 key = min(runner.pending, key=lambda k: runner.pending[k][0].arrived)
                 group = runner.pending[key]
                 if key[0] is not _ALONE:
-                    deadline = group[0].arrived + runner.wait_s
-                    while runner.rows[key] < runner.max_rows and self.incoming > 0:
-                        remaining = deadline - loop.time()
-                        if remaining <= 0:
-                            break
-                        wake.clear()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(wake.wait(), remaining)
+                    await self._fill(runner, key, group[0].arrived + runner.wait_s)
                 rows = taken = 0
                 while group and (not batch or rows + group[0].rows <= runner.max_rows):
                     item = group.popleft()
@@ -662,6 +669,31 @@ class Batcher:
                     item.future.set_exception(result)
                 else:
                     item.future.set_result(result)
+
+    async def _fill(self, runner: _Runner, key: Any, deadline: float) -> None:
+        """Wait until the group is full, nobody else is on the way, or the deadline. Woken only by what can end
+        the wait (predict, arriving() and one timer), so a waiting batch costs no work per arriving request."""
+        loop = asyncio.get_running_loop()
+        wake = runner.wake
+        assert wake is not None
+        if runner.rows[key] >= runner.max_rows or self.incoming == 0 or loop.time() >= deadline:
+            return
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            wake.set()
+
+        timer = loop.call_at(deadline, expire)
+        runner.state, runner.filling = "waiting", key
+        try:
+            while not expired and runner.rows[key] < runner.max_rows and self.incoming > 0:
+                wake.clear()
+                await wake.wait()
+        finally:
+            timer.cancel()
+            runner.state, runner.filling = "busy", None
 
     def _requeue_alone(self, runner: _Runner) -> None:
         """Once a plan says `alone`, split the groups queued before it was known."""

@@ -1,15 +1,16 @@
 """Powertools Logger (JSON, request id, cold start), Metrics (EMF) and Tracer (X-Ray) for one model function.
 
 Quiet in tests and local runs through Powertools' own variables: POWERTOOLS_LOG_LEVEL, POWERTOOLS_METRICS_DISABLED,
-POWERTOOLS_TRACE_DISABLED (tracing is off anyway outside Lambda)."""
+POWERTOOLS_TRACE_DISABLED (tracing is off anyway outside Lambda, where the Tracer is not built at all)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
@@ -17,24 +18,34 @@ NAMESPACE = "modelfn"
 Handler = Callable[[dict[str, Any], Any], Any]
 
 
+def tracing_enabled() -> bool:
+    """X-Ray can only record inside Lambda (not under `sam local`), and not when POWERTOOLS_TRACE_DISABLED is set.
+    Elsewhere the Tracer is not even built: it imports the X-Ray SDK (about 145 ms of a cold start) and opens a
+    dummy segment per invoke for nothing."""
+    disabled = os.environ.get("POWERTOOLS_TRACE_DISABLED", "").lower() in ("1", "true", "yes", "on")
+    in_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")) and not os.environ.get("AWS_SAM_LOCAL")
+    return in_lambda and not disabled
+
+
 @dataclass
 class Observability:
     logger: Logger
     metrics: Metrics
-    tracer: Tracer
+    tracer: Any | None  # aws_lambda_powertools.Tracer where tracing can record
 
     @classmethod
     def for_model(cls, model: str) -> Observability:
-        return cls(
-            logger=Logger(service=model),
-            metrics=Metrics(namespace=NAMESPACE, service=model),
-            tracer=Tracer(service=model),
-        )
+        tracer = None
+        if tracing_enabled():
+            from aws_lambda_powertools import Tracer
+
+            tracer = Tracer(service=model)
+        return cls(logger=Logger(service=model), metrics=Metrics(namespace=NAMESPACE, service=model), tracer=tracer)
 
     def wrap(self, handler: Handler, kind: str) -> Handler:
         """Logger context (request id, cold start), EMF metrics flushed per invocation with a ColdStart metric,
         and an X-Ray subsegment for the handler."""
-        traced = self.tracer.capture_lambda_handler(handler, capture_response=False)
+        traced = self.tracer.capture_lambda_handler(handler, capture_response=False) if self.tracer else handler
         logged = self.logger.inject_lambda_context(traced, log_event=False, clear_state=True)
         if is_metrics_disabled():  # Powertools would still emit ColdStart and warn about empty metrics
             wrapped = logged
