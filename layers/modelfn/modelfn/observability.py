@@ -32,6 +32,7 @@ class Observability:
     logger: Logger
     metrics: Metrics
     tracer: Any | None  # aws_lambda_powertools.Tracer where tracing can record
+    metrics_on: bool = True
 
     @classmethod
     def for_model(cls, model: str) -> Observability:
@@ -40,14 +41,19 @@ class Observability:
             from aws_lambda_powertools import Tracer
 
             tracer = Tracer(service=model)
-        return cls(logger=Logger(service=model), metrics=Metrics(namespace=NAMESPACE, service=model), tracer=tracer)
+        return cls(
+            logger=Logger(service=model),
+            metrics=Metrics(namespace=NAMESPACE, service=model),
+            tracer=tracer,
+            metrics_on=not is_metrics_disabled(),  # read once: the environment of a function does not change
+        )
 
     def wrap(self, handler: Handler, kind: str) -> Handler:
         """Logger context (request id, cold start), EMF metrics flushed per invocation with a ColdStart metric,
         and an X-Ray subsegment for the handler."""
         traced = self.tracer.capture_lambda_handler(handler, capture_response=False) if self.tracer else handler
         logged = self.logger.inject_lambda_context(traced, log_event=False, clear_state=True)
-        if is_metrics_disabled():  # Powertools would still emit ColdStart and warn about empty metrics
+        if not self.metrics_on:  # Powertools would still emit ColdStart and warn about empty metrics
             wrapped = logged
         else:
             wrapped = self.metrics.log_metrics(logged, capture_cold_start_metric=True, raise_on_empty_metrics=False)
@@ -56,7 +62,7 @@ class Observability:
 
     def _add(self, name: str, unit: MetricUnit, value: float) -> None:
         # Disabled metrics would still pile up in Powertools' buffer (and flush every 100 values): skip them.
-        if not is_metrics_disabled():
+        if self.metrics_on:
             self.metrics.add_metric(name=name, unit=unit, value=value)
 
     def latency(self, kind: str, ms: float) -> None:
