@@ -69,16 +69,17 @@ def modelfn(phases):
     import modelfn.http.app
     import modelfn.observability
     import modelfn.session
-    import modelfn.store.s3  # noqa: F401
+    import modelfn.store.s3
 
     t1 = time.perf_counter()
     phases["imports"] = (t1 - T0) * 1000
-    modelfn.cache.load_session = _timed(phases, "session", modelfn.cache.load_session)
-    modelfn.cache.warm_up = _timed(phases, "warmup", modelfn.cache.warm_up)
+    for name, key in (("load_session", "session"), ("warm_up", "warmup")):
+        setattr(modelfn.cache, name, _timed(phases, key, getattr(modelfn.cache, name)))
     import importlib.util
 
     root = os.environ["BENCH_ROOT"]
     spec = importlib.util.spec_from_file_location("mlp_app", os.path.join(root, "functions", "mlp", "app.py"))
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     t2 = time.perf_counter()
@@ -111,7 +112,7 @@ def minimal(phases):
 
 def main():
     kind = sys.argv[1]
-    phases = {}
+    phases: dict[str, object] = {}
     response = (modelfn if kind == "modelfn" else minimal)(phases)
     phases["in_process_total"] = (time.perf_counter() - T0) * 1000
     phases["status"] = response.get("statusCode")

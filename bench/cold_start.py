@@ -62,8 +62,10 @@ def cold_run(env: BenchEnv, kind: str, cache_dir: Path, extra_args: tuple[str, .
     wall = (time.perf_counter() - started) * 1000
     _, err = proc.communicate(timeout=120)
     if proc.returncode != 0 or not buf:
-        raise RuntimeError(f"cold worker {worker_kind} failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
-    phases = json.loads(buf)
+        raise RuntimeError(
+            f"cold worker {worker_kind} failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}"
+        )
+    phases: dict[str, Any] = dict(json.loads(buf))
     if phases.get("status") != 200:
         raise RuntimeError(f"cold worker {worker_kind}: first response was {phases.get('status')}")
     phases["wall"] = wall

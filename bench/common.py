@@ -394,16 +394,16 @@ class BenchEnv:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-_ENV: BenchEnv | None = None
+_ENV: dict[str, BenchEnv] = {}
 
 
 def get_env() -> BenchEnv:
     """The process-wide bench environment, started on first use and stopped at exit."""
-    global _ENV
-    if _ENV is None or _ENV.proc.poll() is not None:
-        _ENV = BenchEnv()
-        atexit.register(_ENV.stop)
-    return _ENV
+    env = _ENV.get("env")
+    if env is None or env.proc.poll() is not None:
+        env = _ENV["env"] = BenchEnv()
+        atexit.register(env.stop)
+    return env
 
 
 # ---- the machine ----------------------------------------------------------------------------------------------

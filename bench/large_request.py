@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from bench.common import MODEL, ROOT, get_env, median, stats, summary_row
+from bench.profiling import collapse_report
 from bench.servers import start_modelfn, stop
 
 NAME = "large_request"
@@ -165,28 +166,3 @@ def profile(seconds: float = 6.0) -> str:
     finally:
         stop(proc)
     return collapse_report(out) if out.exists() else "py-spy produced no profile"
-
-
-def collapse_report(path: Any, top: int = 25) -> str:
-    """Turn py-spy's collapsed stacks into self-time and inclusive-time tables (the top frames)."""
-    self_t: dict[str, int] = {}
-    incl: dict[str, int] = {}
-    total = 0
-    for line in open(path):
-        stack, _, count = line.rstrip().rpartition(" ")
-        if not count.isdigit():
-            continue
-        c = int(count)
-        total += c
-        frames = stack.split(";")
-        leaf = frames[-1]
-        self_t[leaf] = self_t.get(leaf, 0) + c
-        for f in set(frames):
-            incl[f] = incl.get(f, 0) + c
-    if not total:
-        return "no samples"
-    lines = [f"{total} samples", "", "self %   function (file:line)"]
-    lines += [f"{100 * c / total:6.1f}   {f}" for f, c in sorted(self_t.items(), key=lambda kv: -kv[1])[:top]]
-    lines += ["", "inclusive %   function (file:line)"]
-    lines += [f"{100 * c / total:6.1f}   {f}" for f, c in sorted(incl.items(), key=lambda kv: -kv[1])[:top]]
-    return "\n".join(lines)

@@ -115,7 +115,9 @@ def run_python(url: str, body: str, connections: int, seconds: float) -> dict[st
 
     async def main() -> int:
         deadline = time.perf_counter() + seconds
-        results = await asyncio.gather(*(_connection(host, port, request, deadline, latencies) for _ in range(connections)))
+        results = await asyncio.gather(
+            *(_connection(host, port, request, deadline, latencies) for _ in range(connections))
+        )
         return sum(results)
 
     started = time.perf_counter()

@@ -86,23 +86,29 @@ def prepare(env: BenchEnv, rows: int) -> tuple[str, Path, int]:
     return key, local, size
 
 
-def run(quick: bool, *, rows: int | None = None) -> dict[str, Any]:
+def run(quick: bool, *, rows: int | None = None, repeats: int | None = None) -> dict[str, Any]:
     import numpy as np
 
     env = get_env()
     n_rows = rows or (20_000 if quick else 200_000)
+    reps = repeats or (1 if quick else 2)
     t = time.perf_counter()
     key, local, size = prepare(env, n_rows)
     prep_seconds = time.perf_counter() - t
     wenv = _worker_env(env, key, local, str(n_rows))
-    results: dict[str, dict[str, Any]] = {}
-    for kind in ("modelfn", "pandas", "floor"):
-        results[kind] = run_json_worker(["-m", "bench._batch_worker", kind], wenv)
-        results[kind]["rows_per_second"] = round(results[kind]["rows"] / results[kind]["seconds"], 1)
-        results[kind]["seconds"] = round(results[kind]["seconds"], 3)
+    runs: dict[str, list[dict[str, Any]]] = {"modelfn": [], "pandas": [], "floor": []}
+    for _ in range(reps):  # alternating; each implementation's best run counts (noise only ever slows a run)
+        for kind, done in runs.items():
+            r = run_json_worker(["-m", "bench._batch_worker", kind], wenv)
+            r["rows_per_second"] = round(r["rows"] / r["seconds"], 1)
+            r["seconds"] = round(r["seconds"], 3)
+            done.append(r)
+    results = {k: max(v, key=lambda r: r["rows_per_second"]) for k, v in runs.items()}
     rel = f"{MODEL}/bench-{n_rows}.csv"
     agree = bool(
-        np.allclose(_first_rows(env, f"results/{MODEL}/{rel}"), _first_rows(env, f"pandas-results/{n_rows}.csv"), atol=1e-4)
+        np.allclose(
+            _first_rows(env, f"results/{MODEL}/{rel}"), _first_rows(env, f"pandas-results/{n_rows}.csv"), atol=1e-4
+        )
     )
     m, p, f = (results[k]["rows_per_second"] for k in ("modelfn", "pandas", "floor"))
     summary = [
@@ -144,11 +150,14 @@ def run(quick: bool, *, rows: int | None = None) -> dict[str, Any]:
             "csv_bytes": size,
             "model": f"{MODEL} int8 (stable)",
             "prepare_seconds": round(prep_seconds, 1),
-            "floor": "pyarrow.csv.read_csv (multi-threaded) of the bytes in memory + session.run in chunks of 8192",
+            "repeats": reps,
+            "floor": "the faster of pyarrow.csv.read_csv (multi-threaded) and pandas' C parser on the bytes in memory, "
+            "+ session.run in chunks of 8192",
             "modelfn": "functions/mlp/app.py s3_handler (ObjectCreated event), results CSV + errors file to S3",
             "pandas": "pd.read_csv(get_object body, chunksize=8192) → session.run → pd.concat → to_csv → put_object",
         },
         "results": results,
+        "rows_per_second_by_run": {k: [r["rows_per_second"] for r in v] for k, v in runs.items()},
         "outputs_agree": agree,
         "summary": summary,
     }

@@ -5,7 +5,6 @@ concurrent rows into one session.run). One server runs at a time; the load gener
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from typing import Any
@@ -19,26 +18,40 @@ TITLE = "Server throughput: modelfn serve vs the seed-style app under uvicorn (P
 CONNECTIONS = (1, 8, 32)
 
 
-def _check(base: str, body: str) -> list[float]:
+SEED = "seed-style app (uvicorn)"
+PLAIN = "modelfn serve"
+EXPLICIT = "modelfn serve, /predict?model=mlp"
+BATCHING = "modelfn serve --batching, /predict?model=mlp"
+ONE_THREAD = "modelfn serve, MODELFN_INTRA_OP_THREADS=1, /predict?model=mlp"
+
+
+def _check(url: str, body: str) -> list[float]:
     import httpx
 
-    r = httpx.post(f"{base}/predict", content=body, headers={"content-type": "application/json"}, timeout=30)
+    r = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=30)
     r.raise_for_status()
     return list(r.json()["predictions"][0]["probabilities"])
 
 
-def _series(start: Any, body: str, seconds: float, warmup: float) -> tuple[dict[str, Any], list[float]]:
+def _series(
+    start: Any, paths: dict[str, str], body: str, seconds: float, warmup: float
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]]]:
+    """Start one server, load each of its paths at every connection count, stop it."""
     proc, base = start()
+    points: dict[str, dict[str, Any]] = {}
+    answers: dict[str, list[float]] = {}
     try:
-        answer = _check(base, body)
-        load(f"{base}/predict", body, 32, warmup)  # JIT-free Python still warms: allocators, caches, the model
-        points = {}
-        for c in CONNECTIONS:
-            points[str(c)] = load(f"{base}/predict", body, c, seconds)
-            time.sleep(0.5)
+        for label, path in paths.items():
+            url = base + path
+            answers[label] = _check(url, body)
+            load(url, body, 32, warmup)  # warm: allocators, caches, connection pools, the model's first runs
+            points[label] = {}
+            for c in CONNECTIONS:
+                points[label][str(c)] = load(url, body, c, seconds)
+                time.sleep(0.5)
     finally:
         stop(proc)
-    return points, answer
+    return points, answers
 
 
 def run(quick: bool, *, seconds: float | None = None) -> dict[str, Any]:
@@ -48,23 +61,26 @@ def run(quick: bool, *, seconds: float | None = None) -> dict[str, Any]:
     duration = seconds or (2.0 if quick else 10.0)
     warmup = 1.0 if quick else 3.0
     body = predict_body(seed=5)
-    servers: dict[str, Any] = {
-        "modelfn serve": lambda: start_modelfn(env),
-        "seed-style app (uvicorn)": lambda: start_seed(env),
-    }
+    plan: list[tuple[Any, dict[str, str]]] = [
+        (lambda: start_modelfn(env), {PLAIN: "/predict", EXPLICIT: "/predict?model=mlp"}),
+        (lambda: start_seed(env), {SEED: "/predict"}),
+    ]
+    plan.append((lambda: start_modelfn(env, MODELFN_INTRA_OP_THREADS="1"), {ONE_THREAD: "/predict?model=mlp"}))
     if modelfn_serve_supports("--batching"):
-        servers["modelfn serve --batching"] = lambda: start_modelfn(env, "--batching")
+        plan.append((lambda: start_modelfn(env, "--batching"), {BATCHING: "/predict?model=mlp"}))
     results: dict[str, dict[str, Any]] = {}
     answers: dict[str, list[float]] = {}
-    for name, start in servers.items():
-        results[name], answers[name] = _series(start, body, duration, warmup)
-    ref = answers["seed-style app (uvicorn)"]
+    for start, paths in plan:
+        points, answered = _series(start, paths, body, duration, warmup)
+        results.update(points)
+        answers.update(answered)
+    ref = answers[SEED]
     agree = {k: bool(np.allclose(v, ref, atol=1e-5)) for k, v in answers.items()}
-    seed32 = results["seed-style app (uvicorn)"]["32"]
+    seed32 = results[SEED]["32"]
     summary = []
-    for name in [n for n in servers if n.startswith("modelfn")]:
+    for name in [n for n in results if n != SEED]:
         m32 = results[name]["32"]
-        label = "" if name == "modelfn serve" else " (--batching)"
+        label = "" if name == PLAIN else f" ({name.removeprefix('modelfn serve').strip(', ')})"
         summary.append(
             summary_row(
                 "5 server",
@@ -89,7 +105,7 @@ def run(quick: bool, *, seconds: float | None = None) -> dict[str, Any]:
                 target=0.5,
             )
         )
-    generator = next(iter(next(iter(results.values())).values()))["generator"]
+    generator = results[SEED]["32"]["generator"]
     return {
         "name": NAME,
         "title": TITLE,
@@ -100,8 +116,12 @@ def run(quick: bool, *, seconds: float | None = None) -> dict[str, Any]:
             "load_generator": f"{wrk_version()} (-t1, closed loop)" if generator == "wrk" else generator,
             "wrk_found": shutil.which("wrk") is not None,
             "body_bytes": len(body),
-            "request": "POST /predict {\"features\": [256 floats]}",
+            "request": 'POST /predict {"features": [256 floats]}',
             "servers": "one uvicorn worker each (uvloop + httptools when installed), access log off",
+            "variants": "modelfn serve on /predict as users call it, and on /predict?model=mlp, which names the "
+            "model (the plain route without a model lists the store to find the only model: one S3 LIST per request); "
+            "with onnxruntime's intra-op pool at one thread (on 2 cores the default pool's second thread competes "
+            "with the event loop and the load generator); with dynamic batching",
         },
         "results": results,
         "answers_agree": agree,
@@ -109,13 +129,18 @@ def run(quick: bool, *, seconds: float | None = None) -> dict[str, Any]:
     }
 
 
-def profile(seconds: float = 8.0) -> str:
-    """py-spy over `modelfn serve` under 32 connections: where a served request's time goes."""
+def profile(seconds: float = 6.0) -> str:
+    """py-spy over `modelfn serve` under 32 connections, on /predict as users call it and on /predict?model=mlp:
+    where a served request's time goes."""
+    return "\n\n".join(f"== {path} ==\n{_spy(path, seconds)}" for path in ("/predict", "/predict?model=mlp"))
+
+
+def _spy(path: str, seconds: float) -> str:
     import os
     import subprocess
 
     from bench.common import ROOT
-    from bench.large_request import collapse_report
+    from bench.profiling import collapse_report
 
     env = get_env()
     spy = shutil.which("py-spy") or str(ROOT / ".venv" / "bin" / "py-spy")
@@ -125,13 +150,14 @@ def profile(seconds: float = 8.0) -> str:
     proc, base = start_modelfn(env)
     out = env.workdir / "server.pyspy.txt"
     try:
+        load(f"{base}{path}", body, 32, 1.0)
         spy_proc = subprocess.Popen(
             [spy, "record", "--pid", str(proc.pid), "--duration", str(int(seconds)), "--format", "raw", "-o", str(out)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        load(f"{base}/predict", body, 32, seconds + 1)
+        load(f"{base}{path}", body, 32, seconds + 1)
         spy_proc.wait(timeout=60)
     finally:
         stop(proc)
-    return collapse_report(out) if out.exists() else "py-spy produced no profile"
+    return collapse_report(out, top=20) if out.exists() else "py-spy produced no profile"

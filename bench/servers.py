@@ -33,14 +33,8 @@ def _start(env: BenchEnv, argv: list[str], ready_path: str, tag: str, **extra_en
 def start_modelfn(env: BenchEnv, *extra_args: str, **extra_env: str) -> tuple[Any, str]:
     """`modelfn serve --models mlp` (uvicorn, one worker), the store in moto's S3."""
     argv = ["-m", "modelfn.tools.cli", "serve", "--store", env.store, "--models", MODEL, "--port", "{port}"]
-    return _start(
-        env,
-        [*argv, *extra_args],
-        f"/v2/models/{MODEL}/ready",
-        "modelfn-serve",
-        MODELFN_CACHE_DIR=str(env.workdir / "serve-cache"),
-        **extra_env,
-    )
+    settings = {"MODELFN_CACHE_DIR": str(env.workdir / "serve-cache"), **extra_env}
+    return _start(env, [*argv, *extra_args], f"/v2/models/{MODEL}/ready", "modelfn-serve", **settings)
 
 
 def start_seed(env: BenchEnv) -> tuple[Any, str]:

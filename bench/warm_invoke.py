@@ -6,8 +6,10 @@ FastAPI + pydantic + Mangum app. Calls are interleaved in rounds so that drift h
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,15 +32,11 @@ TITLE = "Warm Lambda HTTP invoke (API Gateway HTTP API event, in process, batch 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
+@functools.cache
 def _devnull() -> Any:
-    # Powertools' Logger binds the stream it finds at creation: keep this one open for the process's life.
-    global _DEVNULL
-    if _DEVNULL is None:
-        _DEVNULL = open(os.devnull, "w")  # noqa: SIM115
-    return _DEVNULL
-
-
-_DEVNULL: Any = None
+    """Where Powertools' EMF lines go during the measurement. Its Logger binds the stream it finds at creation, so
+    this one stays open for the process's life."""
+    return open(os.devnull, "w")
 
 
 def handlers(env: Any) -> dict[str, Handler]:
@@ -73,6 +71,37 @@ def measure(fns: dict[str, Handler], events: dict[str, dict[str, Any]], n: int, 
     return samples
 
 
+def breakdown(fn: Any, body: str) -> dict[str, Handler]:
+    """The same request through fewer of modelfn's layers, to show where a warm invoke's time goes: without the
+    Powertools decorators (Mangum + FastAPI app only), the protocol core alone (decode, run, encode, no ASGI),
+    and session.run alone."""
+    import numpy as np
+
+    from modelfn import jsonio
+    from modelfn.protocols import plain
+
+    model = fn.model()
+    hooks = fn.hooks
+    raw = body.encode()
+    x = np.asarray(json.loads(body)["features"], dtype=np.float32)[np.newaxis, :]
+    feed = {model.inputs[0].name: x}
+
+    def core(event: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        inputs = plain.decode_request(raw, model, hooks.preprocess)
+        out = jsonio.dumps(plain.encode_response(model.predict(inputs), model, hooks.postprocess))
+        return {"statusCode": 200, "body": out}
+
+    def run_only(event: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        model.session.run(None, feed)
+        return {"statusCode": 200}
+
+    return {
+        "modelfn without Powertools (Mangum + FastAPI)": fn._http_adapter,
+        "modelfn core (decode, run, encode; no ASGI)": core,
+        "session.run alone": run_only,
+    }
+
+
 def _predictions(response: dict[str, Any]) -> list[float]:
     return list(json.loads(response["body"])["predictions"][0]["probabilities"])
 
@@ -98,9 +127,11 @@ def run(quick: bool, *, iterations: int | None = None) -> dict[str, Any]:
         extra = {"modelfn v2 /infer": fns["modelfn"]}
         extra_events = {"modelfn v2 /infer": http_event(f"/v2/models/{MODEL}/infer", v2_body)}
         _call(extra["modelfn v2 /infer"], extra_events["modelfn v2 /infer"], ctx)
+        parts = breakdown(sys.modules["bench_fn_mlp_app"].fn, body)
         measure(fns, events, min(n, 300), 1)  # warm-up: allocators, caches, branch predictors
         samples = measure(fns, events, n, rounds)
         samples.update(measure(extra, extra_events, n // 2, max(1, rounds // 2)))
+        samples.update(measure(parts, dict.fromkeys(parts, events["modelfn"]), n // 2, max(1, rounds // 2)))
     results = {k: stats(v) for k, v in samples.items()}
     m, base, seed = results["modelfn"], results["minimal handler"], results["seed-style app"]
     summary = [
@@ -124,8 +155,12 @@ def run(quick: bool, *, iterations: int | None = None) -> dict[str, Any]:
             op="<=",
             target=0.6,
         ),
-        summary_row("1 warm invoke", "p99 vs minimal handler", m["p99"], base["p99"], "µs", baseline_name="minimal handler"),
-        summary_row("1 warm invoke", "p99 vs seed-style app", m["p99"], seed["p99"], "µs", baseline_name="seed-style app"),
+        summary_row(
+            "1 warm invoke", "p99 vs minimal handler", m["p99"], base["p99"], "µs", baseline_name="minimal handler"
+        ),
+        summary_row(
+            "1 warm invoke", "p99 vs seed-style app", m["p99"], seed["p99"], "µs", baseline_name="seed-style app"
+        ),
     ]
     return {
         "name": NAME,
@@ -156,10 +191,13 @@ def profile(seconds: float = 3.0) -> str:
         event, ctx = http_event("/predict", body), LambdaContext()
         for _ in range(200):
             fn(event, ctx)
-        profiler = Profiler(interval=0.0001)
+        profiler = Profiler(interval=0.0005)
         profiler.start()
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             fn(event, ctx)
         profiler.stop()
-    return str(profiler.output_text(unicode=True, color=False, show_all=False))
+    flat = profiler.output_text(unicode=True, flat=True, time="percent_of_total")
+    tree = profiler.output_text(unicode=True, time="percent_of_total")
+    top = "\n".join(flat.splitlines()[:45])
+    return f"Self time by function (share of all samples):\n{top}\n\nCall tree:\n{tree}"

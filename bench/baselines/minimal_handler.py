@@ -30,7 +30,11 @@ def handler(event, context):
             x = x[np.newaxis, :]
         logits, probabilities = session.run(None, {input_name: x})
     except (KeyError, TypeError, ValueError) as e:
-        return {"statusCode": 400, "headers": {"content-type": "application/json"}, "body": json.dumps({"error": str(e)})}
+        return {
+            "statusCode": 400,
+            "headers": {"content-type": "application/json"},
+            "body": json.dumps({"error": str(e)}),
+        }
     predictions = [
         {"logits": lg.tolist(), "probabilities": p.tolist(), "class": int(p.argmax())}
         for lg, p in zip(logits, probabilities, strict=True)

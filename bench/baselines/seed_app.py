@@ -4,6 +4,7 @@ created at import, wrapped by Mangum for Lambda (`handler`) and served by uvicor
 Environment: MODEL_PATH (a local ONNX file)."""
 
 import os
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -23,18 +24,22 @@ app = FastAPI(title="MLP model API")
 
 
 @app.post("/predict")
-async def predict(request: PredictRequest) -> dict:
+async def predict(request: PredictRequest) -> dict[str, Any]:
     x = np.array([request.features], dtype=np.float32)
     logits, probabilities = session.run(None, {input_name: x})
     return {
         "predictions": [
-            {"logits": logits[0].tolist(), "probabilities": probabilities[0].tolist(), "class": int(probabilities[0].argmax())}
+            {
+                "logits": logits[0].tolist(),
+                "probabilities": probabilities[0].tolist(),
+                "class": int(probabilities[0].argmax()),
+            }
         ]
     }
 
 
 @app.get("/health")
-async def health() -> dict:
+async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
