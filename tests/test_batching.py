@@ -159,6 +159,22 @@ def test_max_batch_size_is_honoured_and_bigger_requests_run_alone(registry: Mode
     assert stats["requests"] == 11
 
 
+def test_a_burst_after_a_quiet_spell_is_joined(registry: ModelRegistry) -> None:
+    model = registry.get("small", 1)
+    batcher = batcher_for(registry, max_batch_wait_ms=50)
+    xs = [rows(1, seed=i) for i in range(7)]
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        first = await batcher.predict(model, {"x": xs[0]})  # alone, and it prepares the runner's plan
+        return [first, *await asyncio.gather(*(batcher.predict(model, {"x": x}) for x in xs[1:]))]
+
+    for x, got in zip(xs, asyncio.run(main()), strict=True):
+        np.testing.assert_allclose(got["y"], alone(model, x)["y"], rtol=1e-6, atol=1e-7)
+    stats = batcher.stats.snapshot()
+    assert stats["batch_sizes"] == {"1": 1, "6": 1}
+    assert stats["batched_runs"] == 1
+
+
 def test_requests_asking_for_different_outputs_are_not_joined(registry: ModelRegistry) -> None:
     model = registry.get("small", 1)
     batcher = batcher_for(registry, max_batch_wait_ms=50)

@@ -131,9 +131,10 @@ class ModelFunction:
 
     @cached_property
     def _fast_path(self) -> Any:
-        from modelfn.handlers.fast import FastPath
+        from modelfn.fastpath import FastPath
+        from modelfn.handlers.fast import LambdaFastPath
 
-        return FastPath(self.registry, self.name, self.hooks, self.base_path)
+        return LambdaFastPath(FastPath(self.registry, self.name, {self.name: self.hooks}), self.base_path)
 
     def _serve_http(self, event: dict[str, Any], context: Any) -> Any:
         response = self._fast_path(event)

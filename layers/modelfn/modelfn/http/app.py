@@ -20,9 +20,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from modelfn import __version__, jsonio
 from modelfn.batching import Batcher
 from modelfn.errors import InvalidInput, ModelfnError, ModelNotFound
+from modelfn.fastpath import FastPath
 from modelfn.hooks import Hooks
 from modelfn.http import schemas
 from modelfn.http.body import read_body
+from modelfn.http.fast_asgi import FastInference
 from modelfn.protocols import plain, tfserving, v2
 from modelfn.registry import ModelRegistry
 from modelfn.session import LoadedModel
@@ -269,4 +271,6 @@ def create_app(
             info["batching"] = batcher.snapshot()
         return _json(info)
 
+    if batcher is None:  # inference requests skip the router; with batching, the batching handlers above serve them
+        app.add_middleware(FastInference, fast=FastPath(registry, default_model, hooks))
     return app
