@@ -99,9 +99,7 @@ def markdown(meta: dict[str, Any], results: dict[str, dict[str, Any]], notes: di
     return "\n".join(parts)
 
 
-def update_readme(
-    readme: Path, meta: dict[str, Any], rows: list[dict[str, Any]], extra: Sequence[str] = ()
-) -> bool:
+def update_readme(readme: Path, meta: dict[str, Any], rows: list[dict[str, Any]], extra: Sequence[str] = ()) -> bool:
     """Replace the block between the markers (if the README has them) with the date, the machine, the table and
     any extra sections (the batching on/off table)."""
     if not readme.exists():
