@@ -29,6 +29,8 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) -m bench $(if $(QUICK),--quick,)
 
 clean:
