@@ -334,3 +334,11 @@ def test_quantize_command_refuses_non_onnx(capsys: pytest.CaptureFixture[str], t
     assert out == ""
     assert "could not quantize" in err
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_publish_quantize_per_channel(capsys: pytest.CaptureFixture[str], fresh_bucket: str, example_dir: Path) -> None:
+    argv = ["--store", fresh_bucket, "--name", "mlp", "--quantize", "int8", "--per-channel", "--quiet"]
+    rc, out, _err = cli(capsys, "publish", example_dir / "mlp.onnx", *argv)
+    assert rc == 0
+    manifest = ModelRepository(open_store(fresh_bucket)).manifest("mlp", one_json(out)["version"])
+    assert manifest.quantization is not None and manifest.quantization["per_channel"] is True

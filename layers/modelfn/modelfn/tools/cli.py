@@ -19,7 +19,8 @@ def _print(obj: Any) -> None:
 def cmd_publish(a: argparse.Namespace) -> int:
     from modelfn.tools.publish import publish, settings_store
 
-    _print(publish(Path(a.model), settings_store(a.store), a.name, a.version, a.quantize, a.label, not a.quiet))
+    store = settings_store(a.store)
+    _print(publish(Path(a.model), store, a.name, a.version, a.quantize, a.label, not a.quiet, a.per_channel))
     return 0
 
 
@@ -104,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", required=True)
     s.add_argument("--version", type=int, help="default: the next free integer")
     s.add_argument("--quantize", choices=["int8", "uint8"], help="dynamically quantize before upload")
+    s.add_argument(
+        "--per-channel", action="store_true", help="with --quantize: one scale per output channel (transformers)"
+    )
     s.add_argument("--label", action="append", default=[], help="point this label at the new version (repeatable)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_publish)

@@ -94,6 +94,7 @@ def publish(
     quantize: str | None = None,
     labels: list[str] | None = None,
     progress: bool = True,
+    per_channel: bool = False,
 ) -> dict[str, Any]:
     check_name(name)
     for label in labels or []:
@@ -109,7 +110,7 @@ def publish(
 
             inspect(model_path)  # refuse a broken source before spending time on it
             artifact = Path(tmp) / "model.onnx"
-            quantization = run_quantize(model_path, artifact, quantize)
+            quantization = run_quantize(model_path, artifact, quantize, per_channel)
         inputs, outputs, facts = inspect(artifact)
         version = claim_version(repo, name, version)
         sha = file_sha256(artifact)
