@@ -30,7 +30,7 @@ Handler = Callable[[bytes], tuple[bytes, dict[str, str]]]
 
 V2_INFER = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
 TF_PREDICT = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?:predict$"
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?:predict$"
 )
 
 
@@ -79,12 +79,11 @@ class FastPath:
             params = {k: v for k, v in m.groupdict().items() if v is not None}
             return Route(name, version, lambda body: self._v2(name, version, header, body), template, params)
         if m := TF_PREDICT.match(path):
-            name, version = m["name"], m["version"] or m["label"]
-            where = "/versions/{version}" if m["version"] else "/labels/{label}" if m["label"] else ""
+            name, number, label = m["name"], m["version"], m["label"]
+            where = "/versions/{version}" if number else "/labels/{label}" if label else ""
             params = {k: v for k, v in m.groupdict().items() if v is not None}
-            return Route(
-                name, version, lambda body: self._tf(name, version, body), f"/v1/models/{{name}}{where}:predict", params
-            )
+            run: Handler = lambda body: self._tf(name, number, label, body)  # noqa: E731
+            return Route(name, number or label, run, f"/v1/models/{{name}}{where}:predict", params)
         if path == "/predict":
             named = parse_qs(query).get("model")
             model = named[-1] if named else None
@@ -142,7 +141,10 @@ class FastPath:
             return content, {"content-type": JSON}
         return content, {"content-type": "application/octet-stream", v2.HEADER.lower(): str(json_len)}
 
-    def _tf(self, name: str, version: str | None, body: bytes) -> tuple[bytes, dict[str, str]]:
+    def _tf(self, name: str, number: str | None, label: str | None, body: bytes) -> tuple[bytes, dict[str, str]]:
+        if number is not None and not number.isdigit():  # /versions/N takes a number; labels go by /labels/L
+            raise InvalidInput(f"version must be a positive integer, got {number!r}")
+        version = number or label
         model = self.registry.get(name, version)
         req = tfserving.decode_request(body, model)
         answer = tfserving.encode_response(model.predict(req.inputs), req.row_format)

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelfn import __version__, jsonio
 from modelfn.batching import Batcher
-from modelfn.errors import InvalidInput, ModelfnError, ModelNotFound
+from modelfn.errors import InvalidInput, ModelfnError
 from modelfn.fastpath import FastPath
 from modelfn.hooks import Hooks
 from modelfn.http import schemas
@@ -132,17 +132,21 @@ def create_app(
             return Response(content, media_type=JSON)
         return Response(content, media_type="application/octet-stream", headers={v2.HEADER: str(json_len)})
 
-    async def v2_infer(request: Request, name: str, version: str | None = None) -> Response:
+    fast = FastPath(registry, default_model, hooks)
+
+    async def infer(request: Request) -> Response:
+        """Inference without batching. The FastInference middleware answers these requests before routing; this
+        endpoint runs the same fast path, documents the routes in OpenAPI and answers if the middleware is absent."""
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        route = fast.route(request.method, request.url.path, request.url.query, headers)
+        if route is None:
+            raise StarletteHTTPException(404, "Not Found")
         body = await read_body(request, limit)
-        model = await model_for(name, version)
-        header_len = v2_header_length(request)
-
-        def run() -> tuple[bytes, int | None]:
-            req = v2.decode_request(body, header_len, model)
-            results = model.predict(req.inputs, req.outputs or None)
-            return v2.encode_response(model, results, req.binary_outputs, req.id)
-
-        return v2_response(*await compute(body, run))
+        if fast.is_quick(route, len(body)):
+            status, content, out = fast.answer(route, body, headers)
+        else:
+            status, content, out = await run_in_threadpool(fast.answer, route, body, headers)
+        return Response(content, status_code=status, headers=out)
 
     async def v2_infer_batched(request: Request, name: str, version: str | None = None) -> Response:
         assert batcher is not None
@@ -159,7 +163,7 @@ def create_app(
         app.add_api_route(f"{prefix}/ready", v2_model_ready, methods=["GET"], tags=["v2"], summary="Model readiness")
         app.add_api_route(
             f"{prefix}/infer",
-            v2_infer if batcher is None else v2_infer_batched,
+            infer if batcher is None else v2_infer_batched,
             methods=["POST"],
             tags=["v2"],
             summary="Inference (JSON tensors or the binary tensor data extension)",
@@ -183,16 +187,6 @@ def create_app(
         model = await model_for(name, tf_target(name, version, label))
         return _json(tfserving.metadata(model))
 
-    async def tf_predict(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
-        body = await read_body(request, limit)
-        model = await model_for(name, tf_target(name, version, label))
-
-        def run() -> dict[str, Any]:
-            req = tfserving.decode_request(body, model)
-            return tfserving.encode_response(model.predict(req.inputs), req.row_format)
-
-        return _json(await compute(body, run))
-
     async def tf_predict_batched(
         request: Request, name: str, version: str | None = None, label: str | None = None
     ) -> Response:
@@ -209,7 +203,7 @@ def create_app(
         app.add_api_route(f"{prefix}/metadata", tf_metadata, methods=["GET"], tags=["tfserving"], summary="Metadata")
         app.add_api_route(
             f"{prefix}:predict",
-            tf_predict if batcher is None else tf_predict_batched,
+            infer if batcher is None else tf_predict_batched,
             methods=["POST"],
             tags=["tfserving"],
             summary="Predict (row `instances` or columnar `inputs`)",
@@ -220,26 +214,9 @@ def create_app(
     async def plain_model(model: str | None) -> tuple[LoadedModel, Hooks]:
         name = model or default_model
         if name is None:
-            names = await run_in_threadpool(registry.model_names)
-            if len(names) != 1:
-                raise ModelNotFound(
-                    f"/predict needs one model, this server has {len(names)}: "
-                    "add ?model=NAME or use /v2/models/NAME/infer"
-                )
-            name = names[0]
+            name = await run_in_threadpool(fast.only_model)
         loaded = await model_for(name, registry.settings.version if name == default_model else None)
         return loaded, hooks.get(name, Hooks())
-
-    async def predict(request: Request, model: str | None = None) -> Response:
-        """`?model=NAME` picks one of several served models (an extension of the contract's plain route)."""
-        body = await read_body(request, limit)
-        loaded, h = await plain_model(model)
-
-        def run() -> dict[str, Any]:
-            inputs = plain.decode_request(body, loaded, h.preprocess)
-            return plain.encode_response(loaded.predict(inputs), loaded, h.postprocess)
-
-        return _json(await compute(body, run))
 
     async def predict_batched(request: Request, model: str | None = None) -> Response:
         """`?model=NAME` picks one of several served models (an extension of the contract's plain route)."""
@@ -253,7 +230,7 @@ def create_app(
 
     app.add_api_route(
         "/predict",
-        predict if batcher is None else predict_batched,
+        infer if batcher is None else predict_batched,
         methods=["POST"],
         tags=["plain"],
         summary="Predict with the function's own model",
@@ -272,5 +249,5 @@ def create_app(
         return _json(info)
 
     if batcher is None:  # inference requests skip the router; with batching, the batching handlers above serve them
-        app.add_middleware(FastInference, fast=FastPath(registry, default_model, hooks))
+        app.add_middleware(FastInference, fast=fast)
     return app
