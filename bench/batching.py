@@ -23,7 +23,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from modelfn.tools.localserver import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 CONCURRENCY = (1, 8, 32)
@@ -41,10 +42,6 @@ LUA = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwr
 
 
 # ---- servers -------------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_ready(url: str, proc: subprocess.Popen[Any], timeout: float = 120.0) -> None:

@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from modelfn.tools.localserver import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 BUCKET = "bench-models"
@@ -32,12 +34,6 @@ FEATURES = 256
 # ---- processes and ports --------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_port(port: int, timeout: float = 60.0, proc: subprocess.Popen[Any] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -47,22 +43,6 @@ def wait_port(port: int, timeout: float = 60.0, proc: subprocess.Popen[Any] | No
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
-
-
-def wait_http(url: str, timeout: float = 90.0, proc: subprocess.Popen[Any] | None = None) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=2.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:

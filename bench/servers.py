@@ -7,7 +7,8 @@ import subprocess
 import sys
 from typing import Any
 
-from bench.common import MODEL, ROOT, BenchEnv, free_port, stop_process, wait_http
+from bench.common import MODEL, ROOT, BenchEnv, stop_process
+from modelfn.tools.localserver import free_port, wait_http
 
 
 def _start(env: BenchEnv, argv: list[str], ready_path: str, tag: str, **extra_env: str) -> tuple[Any, str]:

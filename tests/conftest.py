@@ -4,43 +4,21 @@ published to it once per session, and `modelfn serve` running as a real process 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import boto3
-import httpx
 import pytest
 
 from modelfn.cache import model_cache
 from modelfn.tools.embedded import EmbeddedAWS
+from modelfn.tools.localserver import free_port, wait_http
 
 BUCKET = "test-models"
 STORE = f"s3://{BUCKET}/models"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen[Any] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -29,29 +27,10 @@ from modelfn.registry import ModelRegistry
 from modelfn.session import LoadedModel
 from modelfn.settings import Settings
 from modelfn.tools.embedded import EmbeddedAWS
+from modelfn.tools.localserver import free_port, wait_http
 
 HEADER = "Inference-Header-Content-Length"
 BUCKET = "test-models"  # where the session fixture `s3_store` published the examples (tests/conftest.py)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[Any], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
 # ---- fixtures ------------------------------------------------------------------------------------------------

@@ -4,16 +4,13 @@ and onnxruntime's own answers for the published artifacts to check what it serve
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -21,29 +18,12 @@ import pytest
 from modelfn.store import open_store
 from modelfn.store.layout import artifact_key
 from modelfn.tools.embedded import EmbeddedAWS
+from modelfn.tools.localserver import free_port, wait_http
 
 GPU_FIRST = "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider"
 
 
 # tests/conftest.py has these too, but its module name (`conftest`) is not unique in a whole-suite run.
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
 @dataclass

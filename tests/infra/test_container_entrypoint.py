@@ -20,8 +20,9 @@ import pytest
 
 from modelfn.container import ServerConfig, build_config, main
 from modelfn.tools.embedded import EmbeddedAWS
+from modelfn.tools.localserver import free_port
 
-from .conftest import Container, Reference, free_port, start_container, stop_container
+from .conftest import Container, Reference, start_container, stop_container
 
 ROWS = np.random.default_rng(7).normal(size=(3, 256)).astype(np.float32)
 IRIS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
