@@ -177,8 +177,13 @@ def write_report(
     (results_dir / "summary.md").write_text(md)
     (results_dir / "summary.json").write_text(json.dumps({"meta": meta, "summary": rows}, indent=2, default=str))
     if readme and results_dir == RESULTS_DIR and set(results) >= set(FIGURES):
-        batching = results_dir / "batching.md"
-        extra = [batching.read_text().strip()] if batching.exists() else []
+        extra = []
+        if "batching" in results and "error" not in results["batching"]:  # its own table, from this run's figures
+            from bench.batching import markdown as batching_table
+
+            table_md = batching_table(results["batching"])
+            (results_dir / "batching.md").write_text(table_md)
+            extra.append(table_md.strip())
         report.update_readme(ROOT / "README.md", meta, rows, extra)
     print()
     print(report.header(meta))
