@@ -50,18 +50,16 @@ def _warm_invoke(res: dict[str, Any], profile: str) -> str:
     core, run = p50("modelfn core (decode, run, encode; no ASGI)"), p50("session.run alone")
     base, seed = p50("minimal handler"), p50("seed-style app")
     return f"""A warm invoke's p50, layer by layer (µs): session.run alone {run:.0f}; modelfn's protocol core
-(orjson decode, validation, run, encode) {core:.0f}; plus Mangum and the FastAPI app {mangum:.0f}; plus the Powertools
-Logger/Metrics/Tracer decorators and modelfn's per-invoke metrics {full:.0f}. The minimal handler takes {base:.0f} and
-the seed-style app {seed:.0f}. So modelfn's protocol work alone takes {core / base:.2f}× the hand-written
-handler's time; the gap is the ASGI round trip ({mangum - core:.0f} µs: Mangum builds an ASGI scope, runs an event
-loop cycle, FastAPI's middleware stack and router) and Powertools ({full - mangum:.0f} µs: context injection, EMF
-metric set serialised and printed on every invoke).
+(orjson decode, validation, run, encode) {core:.0f}; the real handler, which sends inference events straight to that
+core (the fast path: no ASGI round trip) inside the Powertools Logger and Metrics decorators, {full:.0f}. For
+comparison, the same request through Mangum and the FastAPI app, without Powertools, takes {mangum:.0f}. The minimal
+handler takes {base:.0f} and the seed-style app {seed:.0f}. modelfn's protocol work alone takes {core / base:.2f}× the
+hand-written handler's time; the rest of the gap ({full - core:.0f} µs) is Powertools' per-invoke work (Lambda
+context injection, the EMF metric set serialised and printed on every invoke) and modelfn's own metrics.
 
-What would close it: on Lambda, dispatch API Gateway / function URL / ALB events straight to the protocol core
-(a dict lookup on method and path, the same decode/predict/encode functions, the response dict built directly),
-keeping FastAPI + Mangum for `modelfn serve`, the container and the docs — that removes the ~{mangum - core:.0f} µs;
-and trim the per-invoke Powertools work (one EMF flush with fewer metrics, no Tracer wrapper when tracing is off).
-Target ≤ 1.5× the minimal handler means ≤ {1.5 * base:.0f} µs here.
+What would close it: fewer per-invoke metrics (one EMF document with latency only, the rest sampled), or EMF
+written by a cheaper serializer than Powertools' json.dumps path. Target ≤ 1.5× the minimal handler means
+≤ {1.5 * base:.0f} µs here.
 
 pyinstrument over modelfn's warm invokes (`bench/results/warm_invoke.profile.txt`):
 
