@@ -129,7 +129,8 @@ def run(quick: bool, *, repeats: int | None = None) -> dict[str, Any]:
             "phases": "interpreter = wall − in-process total (spawn, interpreter start-up); imports; fetch = init "
             "minus session and warm-up (S3 client, labels, manifest, artifact download + sha256 for modelfn; "
             "client + get_object for the baseline); session = InferenceSession(); warmup = modelfn's warm-up run; "
-            "first_request = the first HTTP API event to its response (an inference request: the fast path, no FastAPI)",
+            "first_request = the first HTTP API event to its response "
+            "(an inference request: the fast path, no FastAPI)",
         },
         "medians_ms": med,
         "warm_cache_downloads": downloads,

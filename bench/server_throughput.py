@@ -119,7 +119,8 @@ def run(quick: bool, *, seconds: float | None = None) -> dict[str, Any]:
             "request": 'POST /predict {"features": [256 floats]}',
             "servers": "one uvicorn worker each (uvloop + httptools when installed), access log off",
             "variants": "modelfn serve on /predict as users call it, and on /predict?model=mlp, which names the "
-            "model (without one, the plain route looks up the only served model in a list cached for MODELFN_LABEL_TTL); "
+            "model (without one, the plain route looks up the only served model "
+            "in a list cached for MODELFN_LABEL_TTL); "
             "with onnxruntime's intra-op pool at one thread (on 2 cores the default pool's second thread competes "
             "with the event loop and the load generator); with dynamic batching",
         },
