@@ -88,6 +88,9 @@ class FastPath:
             named = parse_qs(query).get("model")
             model = named[-1] if named else None
             target = model or self.default_model
+            if target is None:  # the only model a server serves, when known without a store round trip
+                names = self.registry.cached_model_names()
+                target = names[0] if names is not None and len(names) == 1 else None
             version = self.registry.settings.version if target is not None and target == self.default_model else None
             return Route(target, version, lambda body: self._plain(model, body), "/predict", {})
         return None

@@ -40,12 +40,19 @@ class ModelRegistry:
     def from_uri(cls, uri: str, settings: Settings | None = None, models: Iterable[str] | None = None) -> ModelRegistry:
         return cls(ModelRepository(open_store(uri)), settings, models)
 
+    def cached_model_names(self) -> list[str] | None:
+        """The served models if listed within MODELFN_LABEL_TTL seconds, else None (without touching the store)."""
+        if self._names is not None and time.monotonic() - self._names[1] < self.settings.label_ttl:
+            return self._names[0]
+        return None
+
     def model_names(self) -> list[str]:
         """The served models, re-listed from the store after MODELFN_LABEL_TTL seconds (as labels are), so a
         request path that needs the list (/predict without a model) never pays a store round trip."""
+        cached = self.cached_model_names()
+        if cached is not None:
+            return cached
         now = time.monotonic()
-        if self._names is not None and now - self._names[1] < self.settings.label_ttl:
-            return self._names[0]
         names = self.repo.models()
         if self.allowed is not None:
             names = [n for n in names if n in self.allowed]
