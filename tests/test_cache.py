@@ -311,3 +311,17 @@ def test_registry_models_subset(s3_store: str, tmp_path: Path) -> None:
     assert full.versions("mlp") == [1, 2]
     assert full.resolve("mlp") == 2  # stable
     assert full.resolve("mlp", "fp32") == 1
+
+
+def test_served_model_list_is_cached_for_the_label_ttl(s3_store: str, aws: EmbeddedAWS, tmp_path: Path) -> None:
+    """/predict without a model needs the list: it is read from the store once per MODELFN_LABEL_TTL, not per call."""
+    registry = ModelRegistry.from_uri(s3_store, Settings(cache_dir=tmp_path, label_ttl=60))
+    assert registry.cached_model_names() is None
+    lists = aws.count("GET", "/test-models")
+    names = registry.model_names()
+    assert names == ["iris", "mlp", "ranker"]
+    assert registry.model_names() == names and registry.cached_model_names() == names
+    assert aws.count("GET", "/test-models") == lists + 1
+    expired = ModelRegistry.from_uri(s3_store, Settings(cache_dir=tmp_path, label_ttl=0))
+    expired.model_names()
+    assert expired.cached_model_names() is None
