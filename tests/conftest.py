@@ -4,8 +4,6 @@ published to it once per session, and `modelfn serve` running as a real process 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +13,7 @@ import pytest
 
 from modelfn.cache import model_cache
 from modelfn.tools.embedded import EmbeddedAWS
-from modelfn.tools.localserver import free_port, wait_http
+from modelfn.tools.localserver import serve_process
 
 BUCKET = "test-models"
 STORE = f"s3://{BUCKET}/models"
@@ -85,23 +83,5 @@ def _clear_model_cache() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def server(s3_store: str, aws: EmbeddedAWS, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`modelfn serve --store s3://...` as a real process on a free loopback port; yields its base URL."""
-    port = free_port()
-    env = dict(os.environ, MODELFN_CACHE_DIR=str(tmp_path_factory.mktemp("serve-cache")))
-    log = (tmp_path_factory.mktemp("serve-log") / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "modelfn.tools.cli", "serve", "--store", s3_store, "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{base}/v2/health/live", proc=proc)
+    with serve_process(["--store", s3_store], tmp_path_factory.mktemp("serve")) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -27,7 +24,7 @@ from modelfn.registry import ModelRegistry
 from modelfn.session import LoadedModel
 from modelfn.settings import Settings
 from modelfn.tools.embedded import EmbeddedAWS
-from modelfn.tools.localserver import free_port, wait_http
+from modelfn.tools.localserver import serve_process
 
 HEADER = "Inference-Header-Content-Length"
 BUCKET = "test-models"  # where the session fixture `s3_store` published the examples (tests/conftest.py)
@@ -422,27 +419,11 @@ def test_app_batches_all_three_protocols(registry: ModelRegistry) -> None:
 # ---- acceptance: `modelfn serve --batching` as a real process ---------------------------------------------------
 @pytest.fixture(scope="module")
 def batching_server(s3_store: str, aws: EmbeddedAWS, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    flags = ["--port", str(port), "--batching", "--max-batch-size", "16", "--max-batch-wait-ms", "20"]
-    env = dict(os.environ, MODELFN_CACHE_DIR=str(tmp_path_factory.mktemp("batch-serve-cache")))
-    log_path = tmp_path_factory.mktemp("batch-serve-log") / "serve.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "modelfn.tools.cli", "serve", "--store", s3_store, "--models", "mlp", *flags],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_http(f"{base}/v2/health/live", proc=proc)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    flags = ["--batching", "--max-batch-size", "16", "--max-batch-wait-ms", "20"]
+    with serve_process(
+        ["--store", s3_store, "--models", "mlp", *flags], tmp_path_factory.mktemp("batch-serve")
+    ) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
