@@ -78,3 +78,20 @@ print(json.dumps({{"status": r["statusCode"], "body": json.loads(r["body"]), "fa
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["status"] == 200 and result["body"]["predictions"][0]["class"] == "setosa"
     assert result["fastapi"] is False and result["mangum"] is False
+
+
+def test_a_compressed_body_is_inflated_only_up_to_the_limit(
+    make_function: MakeFunction, lambda_context: LambdaContext
+) -> None:
+    import base64
+    import gzip
+
+    fn: ModelFunction = make_function("iris", max_body_bytes=1000)
+    event = v2_event("POST", "/predict")
+    bomb = gzip.compress(b"{" + b" " * 10_000_000 + b"}")  # ~10 KB that inflates to 10 MB
+    event.update(body=base64.b64encode(bomb).decode(), isBase64Encoded=True)
+    event["headers"]["content-encoding"] = "gzip"
+    response = fn.http_handler(event, lambda_context)
+    assert response["statusCode"] == 413 and "1000 bytes" in json.loads(response["body"])["error"]
+    event.update(body=base64.b64encode(gzip.compress(json.dumps({"features": ROW}).encode())).decode())
+    assert fn.http_handler(event, lambda_context)["statusCode"] == 200

@@ -8,7 +8,6 @@ the Lambda path with `modelfn serve`)."""
 
 from __future__ import annotations
 
-import gzip
 import logging
 import re
 import zlib
@@ -34,6 +33,11 @@ TF_PREDICT = re.compile(
 )
 
 
+INLINE_BYTES = 256 * 1024
+"""Requests up to this size for a loaded model run on an event loop (tens of microseconds); larger ones go to a
+worker thread."""
+
+
 def too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"request body exceeds the limit of {limit} bytes (MODELFN_MAX_BODY_BYTES)")
 
@@ -55,6 +59,24 @@ class Route:
     run: Handler
     template: str  # the app's route path, for metrics labels (as Starlette's scope["route"].path)
     params: dict[str, str]
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body under its Content-Encoding (gzip or deflate, as tritonclient offers), inflated only up to `limit`
+    bytes: a small compressed body cannot expand past the size limit in memory."""
+    encoding = encoding.lower()
+    if encoding in ("identity", ""):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidInput(f"unsupported Content-Encoding {encoding!r}: use gzip, deflate or none")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise InvalidInput(f"body is not valid {encoding} data: {e}") from e
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise too_large(limit)
+    return out
 
 
 class FastPath:
@@ -105,7 +127,7 @@ class FastPath:
     def is_quick(self, route: Route, body_size: int) -> bool:
         """Whether the answer takes microseconds, so an event loop may run it inline: a small body for a model
         that is already loaded (a load, or a big tensor, goes to a worker thread instead)."""
-        if body_size > 256 * 1024 or route.name is None:
+        if body_size > INLINE_BYTES or route.name is None:
             return False
         try:
             return self.registry.peek(route.name, self.registry.resolve(route.name, route.version)) is not None
@@ -115,21 +137,7 @@ class FastPath:
     def decode_body(self, body: bytes, headers: Mapping[str, str]) -> bytes:
         if len(body) > self.limit:
             raise too_large(self.limit)
-        encoding = headers.get("content-encoding", "identity").lower()
-        if encoding in ("identity", ""):
-            return body
-        try:
-            if encoding == "gzip":
-                out = gzip.decompress(body)
-            elif encoding == "deflate":
-                out = zlib.decompress(body)
-            else:
-                raise InvalidInput(f"unsupported Content-Encoding {encoding!r}: use gzip, deflate or none")
-        except (OSError, zlib.error, EOFError) as e:
-            raise InvalidInput(f"body is not valid {encoding} data: {e}") from e
-        if len(out) > self.limit:
-            raise too_large(self.limit)
-        return out
+        return decompress(body, headers.get("content-encoding", "identity"), self.limit)
 
     def _v2(self, name: str, version: str | None, header: str | None, body: bytes) -> tuple[bytes, dict[str, str]]:
         model = self.registry.get(name, version)

@@ -11,6 +11,14 @@ from typing import Any
 from modelfn.fastpath import JSON, FastPath
 
 
+def unstaged(ctx: dict[str, Any], path: str) -> str:
+    """HTTP API events of a named stage carry it in the path (/prod/v2/...); the app's routes do not."""
+    stage = ctx.get("stage")
+    if stage and stage != "$default" and (path == f"/{stage}" or path.startswith(f"/{stage}/")):
+        return path[len(stage) + 1 :] or "/"
+    return path
+
+
 @dataclass
 class LambdaRequest:
     kind: str  # "v2" (HTTP API 2.0 and function URLs), "v1" (REST API), "alb"
@@ -30,9 +38,7 @@ def parse_event(event: dict[str, Any], base_path: str = "/") -> LambdaRequest | 
     if event.get("version") == "2.0" and isinstance(ctx.get("http"), dict):
         http = ctx["http"]
         path = http.get("path") or event.get("rawPath") or "/"
-        stage = ctx.get("stage")
-        if stage and stage != "$default" and (path == f"/{stage}" or path.startswith(f"/{stage}/")):
-            path = path[len(stage) + 1 :] or "/"
+        path = unstaged(ctx, path)
         headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
         return _strip(
             LambdaRequest("v2", http.get("method", ""), path, headers, event.get("rawQueryString") or "", body, False),

@@ -7,19 +7,19 @@ from typing import Any
 from fastapi import FastAPI
 from mangum import Mangum
 
+from modelfn.handlers.fast import unstaged
+
 
 def strip_stage(event: dict[str, Any]) -> dict[str, Any]:
-    """HTTP API events of a named stage carry it in the path (/prod/v2/...); the app's routes do not."""
+    """The event with a named HTTP API stage taken out of its path, as the fast path reads it."""
     ctx = event.get("requestContext") or {}
-    stage = ctx.get("stage")
     http = ctx.get("http")
-    if not stage or stage == "$default" or not isinstance(http, dict):
+    if not isinstance(http, dict):
         return event
-    prefix = f"/{stage}"
     path = http.get("path", "")
-    if path != prefix and not path.startswith(prefix + "/"):
+    stripped = unstaged(ctx, path)
+    if stripped == path:
         return event
-    stripped = path[len(prefix) :] or "/"
     return {**event, "rawPath": stripped, "requestContext": {**ctx, "http": {**http, "path": stripped}}}
 
 

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from modelfn import __version__, jsonio
 from modelfn.batching import Batcher
 from modelfn.errors import InvalidInput, ModelfnError
-from modelfn.fastpath import FastPath
+from modelfn.fastpath import INLINE_BYTES, FastPath
 from modelfn.hooks import Hooks
 from modelfn.http import schemas
 from modelfn.http.body import read_body
@@ -31,8 +31,6 @@ from modelfn.session import LoadedModel
 
 log = logging.getLogger("modelfn")
 JSON = "application/json"
-INLINE_BYTES = 256 * 1024
-"""Requests up to this size run on the event loop (tens of microseconds); larger ones go to a worker thread."""
 
 
 def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import zlib
-
 from starlette.requests import Request
 
-from modelfn.errors import InvalidInput, PayloadTooLarge
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"request body exceeds the limit of {limit} bytes (MODELFN_MAX_BODY_BYTES)")
+from modelfn.errors import InvalidInput
+from modelfn.fastpath import decompress, too_large
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -19,7 +14,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None:
         try:
             if int(declared) > limit:
-                raise _too_large(limit)
+                raise too_large(limit)
         except ValueError as e:
             raise InvalidInput(f"invalid Content-Length {declared!r}") from e
     body = getattr(request, "_body", None)
@@ -29,22 +24,9 @@ async def read_body(request: Request, limit: int) -> bytes:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise _too_large(limit)
+                raise too_large(limit)
             chunks.append(chunk)
         body = b"".join(chunks)
     if len(body) > limit:
-        raise _too_large(limit)
-    encoding = request.headers.get("content-encoding", "identity").lower()
-    if encoding in ("identity", ""):
-        return body
-    if encoding not in ("gzip", "deflate"):
-        raise InvalidInput(f"unsupported Content-Encoding {encoding!r}: use gzip, deflate or none")
-    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as e:
-        raise InvalidInput(f"body is not valid {encoding} data: {e}") from e
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise _too_large(limit)
-    return out
+        raise too_large(limit)
+    return decompress(body, request.headers.get("content-encoding", "identity"), limit)
