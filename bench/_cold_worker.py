@@ -63,18 +63,18 @@ class _Context:
 
 def modelfn(phases):
     # what functions/mlp/app.py and its first request import, everything third-party included
-    import modelfn.cache
     import modelfn.function
     import modelfn.handlers.http
     import modelfn.http.app
+    import modelfn.model.onnx
     import modelfn.observability
-    import modelfn.session
+    import modelfn.registry.loader
     import modelfn.store.s3
 
     t1 = time.perf_counter()
     phases["imports"] = (t1 - T0) * 1000
     for name, key in (("load_session", "session"), ("warm_up", "warmup")):
-        setattr(modelfn.cache, name, _timed(phases, key, getattr(modelfn.cache, name)))
+        setattr(modelfn.registry.loader, name, _timed(phases, key, getattr(modelfn.registry.loader, name)))
     import importlib.util
 
     root = os.environ["BENCH_ROOT"]
@@ -86,7 +86,7 @@ def modelfn(phases):
     phases["fetch"] = (t2 - t1) * 1000 - phases.get("session", 0.0) - phases.get("warmup", 0.0)
     response = module.http_handler(_event(), _Context())
     phases["first_request"] = (time.perf_counter() - t2) * 1000
-    phases["cache_stats"] = dict(modelfn.cache.model_cache.stats)
+    phases["cache_stats"] = dict(modelfn.registry.loader.model_cache.stats)
     return response
 
 

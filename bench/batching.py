@@ -31,8 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from modelfn.tools.localserver import free_port
+from modelfn_tools.localserver import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -67,7 +66,7 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         flag = "--batching" if batching else "--no-batching"
-        argv = [sys.executable, "-m", "modelfn.tools.cli", "serve", "--store", store, "--models", "mlp"]
+        argv = [sys.executable, "-m", "modelfn_tools.cli", "serve", "--store", store, "--models", "mlp"]
         argv += ["--port", str(self.port), flag, "--max-batch-size", str(max_batch_size)]
         argv += ["--max-batch-wait-ms", str(max_wait_ms)]
         self.log = (workdir / f"serve-{'on' if batching else 'off'}.log").open("w")
@@ -242,7 +241,7 @@ def measure(
 ) -> dict[str, Any]:
     """Both servers run side by side (the idle one costs nothing); each concurrency is measured `rounds` times,
     alternating off/on, so both see the same machine. Each point reports the round with the median req/s."""
-    from modelfn.tools.examples import publish_examples
+    from modelfn_tools.examples import publish_examples
 
     body = request_body()
     points: list[dict[str, Any]] = []

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from modelfn.tools.localserver import free_port
+from modelfn_tools.localserver import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -318,8 +318,8 @@ class BenchEnv:
         )
 
     def _publish(self) -> None:
-        from modelfn.tools.examples import build_mlp
-        from modelfn.tools.publish import publish
+        from modelfn_tools.examples import build_mlp
+        from modelfn_tools.publish import publish
 
         s3 = self.s3()
         s3.create_bucket(Bucket=self.bucket)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from modelfn.errors import InvalidInput
-from modelfn.session import LoadedModel
+from modelfn.model.loaded import LoadedModel
 
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
 

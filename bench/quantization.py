@@ -119,7 +119,7 @@ def _quantize(env: Any, src: Path, dest: Path, *flags: str) -> dict[str, Any]:
     """The real command: `modelfn quantize IN OUT [--per-channel]`."""
     t = time.perf_counter()
     q = subprocess.run(
-        [sys.executable, "-m", "modelfn.tools.cli", "quantize", str(src), str(dest), *flags],
+        [sys.executable, "-m", "modelfn_tools.cli", "quantize", str(src), str(dest), *flags],
         env=env.child_environ(),
         cwd=ROOT,
         capture_output=True,
@@ -134,7 +134,7 @@ def _quantize(env: Any, src: Path, dest: Path, *flags: str) -> dict[str, Any]:
 
 def _publish(env: Any, files: dict[str, Path]) -> dict[str, int]:
     """Publish each file as the next version of `minilm` (labelled by its variant); returns the versions."""
-    from modelfn.tools.publish import publish
+    from modelfn_tools.publish import publish
 
     versions = {}
     with env.activated():

@@ -7,8 +7,9 @@ import subprocess
 import sys
 from typing import Any
 
+from modelfn_tools.localserver import free_port, wait_http
+
 from bench.common import MODEL, ROOT, BenchEnv, stop_process
-from modelfn.tools.localserver import free_port, wait_http
 
 
 def _start(env: BenchEnv, argv: list[str], ready_path: str, tag: str, **extra_env: str) -> tuple[Any, str]:
@@ -33,7 +34,7 @@ def _start(env: BenchEnv, argv: list[str], ready_path: str, tag: str, **extra_en
 
 def start_modelfn(env: BenchEnv, *extra_args: str, **extra_env: str) -> tuple[Any, str]:
     """`modelfn serve --models mlp` (uvicorn, one worker), the store in moto's S3."""
-    argv = ["-m", "modelfn.tools.cli", "serve", "--store", env.store, "--models", MODEL, "--port", "{port}"]
+    argv = ["-m", "modelfn_tools.cli", "serve", "--store", env.store, "--models", MODEL, "--port", "{port}"]
     settings = {"MODELFN_CACHE_DIR": str(env.workdir / "serve-cache"), **extra_env}
     return _start(env, [*argv, *extra_args], f"/v2/models/{MODEL}/ready", "modelfn-serve", **settings)
 
@@ -54,6 +55,6 @@ def stop(proc: Any) -> None:
 
 def modelfn_serve_supports(flag: str) -> bool:
     out = subprocess.run(
-        [sys.executable, "-m", "modelfn.tools.cli", "serve", "--help"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "modelfn_tools.cli", "serve", "--help"], capture_output=True, text=True, check=False
     )
     return flag in out.stdout

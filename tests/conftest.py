@@ -10,10 +10,10 @@ from pathlib import Path
 
 import boto3
 import pytest
+from modelfn_tools.embedded import EmbeddedAWS
+from modelfn_tools.localserver import serve_process
 
-from modelfn.cache import model_cache
-from modelfn.tools.embedded import EmbeddedAWS
-from modelfn.tools.localserver import serve_process
+from modelfn.registry.loader import model_cache
 
 BUCKET = "test-models"
 STORE = f"s3://{BUCKET}/models"
@@ -42,8 +42,8 @@ def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedAWS]:
 @pytest.fixture(scope="session")
 def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example ONNX files, built once: iris.onnx, mlp.onnx (fp32), mlp_int8.onnx, ranker.onnx."""
-    from modelfn.tools.examples import build_iris, build_mlp, build_ranker
-    from modelfn.tools.quantize import quantize
+    from modelfn_tools.examples import build_iris, build_mlp, build_ranker
+    from modelfn_tools.quantize import quantize
 
     d = tmp_path_factory.mktemp("examples")
     build_iris(d / "iris.onnx")
@@ -57,7 +57,7 @@ def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def s3_store(aws: EmbeddedAWS, tmp_path_factory: pytest.TempPathFactory) -> str:
     """s3://test-models/models with the examples published as `make demo` does: iris v1 (stable),
     mlp v1 fp32 (label fp32) and v2 int8 (labels int8, stable), ranker v1 (stable). Treat it as read-only."""
-    from modelfn.tools.examples import publish_examples
+    from modelfn_tools.examples import publish_examples
 
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     publish_examples(STORE, tmp_path_factory.mktemp("publish"))

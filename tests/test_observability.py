@@ -30,7 +30,7 @@ def test_wrapped_handler_runs_without_a_tracer(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
     obs = Observability.for_model("m")
-    from modelfn.tools.dev_batch import LocalContext
+    from modelfn_tools.dev_batch import LocalContext
 
     handler = obs.wrap(lambda event, context: {"echo": event["x"]}, "http")
     assert handler({"x": 1}, LocalContext("m")) == {"echo": 1}

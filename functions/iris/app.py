@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelfn import ModelFunction
-from modelfn.session import LoadedModel
+from modelfn import LoadedModel
 
 CLASS_NAMES = ("setosa", "versicolor", "virginica")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelfn import ModelFunction
-from modelfn.session import LoadedModel
+from modelfn import LoadedModel
 
 
 def top_class(rows: list[dict[str, Any]], model: LoadedModel) -> list[dict[str, Any]]:

@@ -12,8 +12,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-
-from modelfn.tools.embedded import EmbeddedAWS
+from modelfn_tools.embedded import EmbeddedAWS
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDLERS = ("http_handler", "batch_handler", "sqs_handler", "s3_handler")

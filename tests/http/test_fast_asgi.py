@@ -7,8 +7,8 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from modelfn.adapters.asgi import FastInference
 from modelfn.http import create_app
-from modelfn.http.fast_asgi import FastInference
 from modelfn.registry import ModelRegistry
 from modelfn.settings import Settings
 

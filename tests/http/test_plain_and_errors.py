@@ -16,13 +16,13 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from modelfn_tools.examples import IRIS_CLASSES
 
 from modelfn.hooks import Hooks
 from modelfn.http import create_app
+from modelfn.model.loaded import LoadedModel
 from modelfn.registry import ModelRegistry
-from modelfn.session import LoadedModel
 from modelfn.settings import Settings
-from modelfn.tools.examples import IRIS_CLASSES
 
 HEADER = "Inference-Header-Content-Length"
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
@@ -372,7 +372,7 @@ def test_binary_data_output_on_the_real_server(server: str, reference: Any) -> N
 @pytest.fixture
 def corrupted_store(fresh_bucket: str, example_dir: Path) -> str:
     """mlp v1 (fp32) whose model.onnx was overwritten after publishing, mlp v2 (int8) and iris v1 intact."""
-    from modelfn.tools.publish import publish
+    from modelfn_tools.publish import publish
 
     publish(example_dir / "mlp.onnx", fresh_bucket, "mlp", progress=False)
     publish(example_dir / "mlp_int8.onnx", fresh_bucket, "mlp", progress=False)

@@ -275,7 +275,7 @@ def _single_output_models(path: Path) -> dict[str, Path]:
 
 @pytest.fixture
 def single_output_app(fresh_bucket: str, tmp_path: Path) -> Iterator[TestClient]:
-    from modelfn.tools.publish import publish
+    from modelfn_tools.publish import publish
 
     for name, file in _single_output_models(tmp_path).items():
         publish(file, fresh_bucket, name, progress=False)

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+from modelfn_tools.embedded import EmbeddedAWS
+from modelfn_tools.localserver import free_port, wait_http
 
 from modelfn.store import open_store
 from modelfn.store.layout import artifact_key
-from modelfn.tools.embedded import EmbeddedAWS
-from modelfn.tools.localserver import free_port, wait_http
 
 GPU_FIRST = "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider"
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from modelfn.http.container import create_container_app, split_route
+from modelfn.adapters.sagemaker import create_container_app, split_route
 from modelfn.protocols.sagemaker import format_attributes, parse_attributes
 from modelfn.registry import ModelRegistry
 from modelfn.settings import Settings

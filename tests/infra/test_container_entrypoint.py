@@ -17,10 +17,10 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 import pytest
+from modelfn_tools.embedded import EmbeddedAWS
+from modelfn_tools.localserver import free_port
 
 from modelfn.container import ServerConfig, build_config, main
-from modelfn.tools.embedded import EmbeddedAWS
-from modelfn.tools.localserver import free_port
 
 from .conftest import Container, Reference, start_container, stop_container
 

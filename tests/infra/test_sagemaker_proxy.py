@@ -22,8 +22,8 @@ import tritonclient.http as triton
 from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
 
-from modelfn.handlers import sagemaker_proxy
-from modelfn.handlers.sagemaker_proxy import create_handler
+from modelfn.adapters import sagemaker_proxy
+from modelfn.adapters.sagemaker_proxy import create_handler
 
 from .conftest import Container, Reference
 
@@ -267,7 +267,7 @@ def test_lambda_path_never_imports_the_server_stack() -> None:
     """prometheus_client and uvicorn belong to the container; the Lambda handlers (this proxy included) load
     without them."""
     code = (
-        "import sys, modelfn.function, modelfn.handlers.sagemaker_proxy, modelfn.http.app;"
+        "import sys, modelfn.function, modelfn.adapters.sagemaker_proxy, modelfn.http.app;"
         "print(sorted(m for m in ('prometheus_client', 'uvicorn') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

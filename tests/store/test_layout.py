@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelfn.errors import InvalidInput, ModelNotFound, StoreError
-from modelfn.signature import TensorSpec
+from modelfn.model.signature import TensorSpec
 from modelfn.store import Manifest, ModelRepository, ObjectStore, open_store
 from modelfn.store.layout import artifact_key, labels_key, manifest_key
 

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from modelfn.tools.invoke import (
+from modelfn_tools.invoke import (
     FunctionSpec,
     InvokeError,
     invoke,
@@ -194,7 +193,7 @@ def cli(project: Path, *args: str, stdin: str | None = None) -> subprocess.Compl
     env = dict(os.environ, AWS_REGION="eu-west-1")
     env.pop("MODELFN_STORE", None)
     return subprocess.run(
-        [sys.executable, "-m", "modelfn.tools.cli", "invoke", *args, "--template", str(project / "template.yaml")],
+        [sys.executable, "-m", "modelfn_tools.cli", "invoke", *args, "--template", str(project / "template.yaml")],
         input=stdin,
         capture_output=True,
         text=True,

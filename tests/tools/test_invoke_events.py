@@ -14,8 +14,7 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
-
-from modelfn.tools.embedded import EmbeddedAWS
+from modelfn_tools.embedded import EmbeddedAWS
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -41,7 +40,7 @@ FUNCTIONS = {
 @pytest.fixture(scope="module")
 def sam_stack(aws: EmbeddedAWS, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The buckets env.json and the events name, the examples published, the batch inputs uploaded."""
-    from modelfn.tools.examples import publish_examples
+    from modelfn_tools.examples import publish_examples
 
     s3 = boto3.client("s3")
     for bucket in (MODELS, INPUT, RESULTS):
@@ -57,7 +56,7 @@ def sam_stack(aws: EmbeddedAWS, tmp_path_factory: pytest.TempPathFactory) -> dic
 def invoke(env: dict[str, str], rel: str) -> tuple[Any, str]:
     proc = subprocess.run(
         [
-            *(sys.executable, "-m", "modelfn.tools.cli", "invoke", FUNCTIONS[rel], "--event", str(EVENTS / rel)),
+            *(sys.executable, "-m", "modelfn_tools.cli", "invoke", FUNCTIONS[rel], "--event", str(EVENTS / rel)),
             *("--template", str(ROOT / "template.yaml"), "--env-vars", str(ROOT / "env.json")),
         ],
         env=env,

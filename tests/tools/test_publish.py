@@ -14,11 +14,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from modelfn_tools.cli import main
+from modelfn_tools.embedded import EmbeddedAWS
 
 from modelfn.store import ModelRepository, open_store
 from modelfn.store.base import file_sha256
-from modelfn.tools.cli import main
-from modelfn.tools.embedded import EmbeddedAWS
 
 MANIFEST_FIELDS = {"name", "version", "sha256", "size_bytes", "inputs", "outputs", "quantization", "created_at"}
 
@@ -43,7 +43,7 @@ def bucket_of(store: str) -> str:
 def test_publish_subprocess_prints_one_json_object(fresh_bucket: str, example_dir: Path) -> None:
     iris = example_dir / "iris.onnx"
     proc = subprocess.run(
-        [sys.executable, "-m", "modelfn.tools.cli", "publish", str(iris), "--store", fresh_bucket, "--name", "iris"],
+        [sys.executable, "-m", "modelfn_tools.cli", "publish", str(iris), "--store", fresh_bucket, "--name", "iris"],
         capture_output=True,
         text=True,
         env=dict(os.environ),
@@ -207,8 +207,9 @@ def test_concurrent_publishers_never_share_a_version(fresh_bucket: str, example_
     """Both publishers pick "the next free version" at the same moment; the if-absent claim gives them two."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from modelfn_tools.publish import publish
+
     from modelfn.store import ModelRepository, open_store
-    from modelfn.tools.publish import publish
 
     iris, ranker = example_dir / "iris.onnx", example_dir / "ranker.onnx"
     with ThreadPoolExecutor(4) as pool:
@@ -223,9 +224,10 @@ def test_concurrent_publishers_never_share_a_version(fresh_bucket: str, example_
 
 
 def test_explicit_version_that_is_claimed_is_refused(fresh_bucket: str, example_dir: Path) -> None:
+    from modelfn_tools.publish import publish
+
     from modelfn.errors import PublishError
     from modelfn.store import open_store
-    from modelfn.tools.publish import publish
 
     open_store(fresh_bucket).write_bytes("m/5/.claim", b"")  # another publisher is uploading version 5
     with pytest.raises(PublishError, match="version 5 already exists"):

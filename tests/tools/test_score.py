@@ -7,8 +7,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-
-from modelfn.tools.cli import main
+from modelfn_tools.cli import main
 
 
 def test_score_local_csv(s3_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

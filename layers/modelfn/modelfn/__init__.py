@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from modelfn.function import ModelFunction
+    from modelfn.model.loaded import LoadedModel
 
 
 def __getattr__(name: str) -> object:
@@ -17,7 +18,11 @@ def __getattr__(name: str) -> object:
         from modelfn.function import ModelFunction
 
         return ModelFunction
+    if name == "LoadedModel":  # what a function's hooks are handed
+        from modelfn.model.loaded import LoadedModel
+
+        return LoadedModel
     raise AttributeError(name)
 
 
-__all__ = ["ModelFunction", "__version__"]
+__all__ = ["LoadedModel", "ModelFunction", "__version__"]

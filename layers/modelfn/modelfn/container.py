@@ -100,8 +100,8 @@ def _drained(sig: int, _: FrameType | None) -> None:
 def serve(cfg: ServerConfig) -> int:
     import uvicorn
 
+    from modelfn.adapters.sagemaker import create_container_app
     from modelfn.errors import ModelfnError
-    from modelfn.http.container import create_container_app
     from modelfn.registry import ModelRegistry
     from modelfn.settings import Settings
 

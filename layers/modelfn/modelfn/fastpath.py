@@ -18,9 +18,9 @@ from urllib.parse import parse_qs
 from modelfn import jsonio
 from modelfn.errors import InvalidInput, ModelfnError, ModelNotFound, PayloadTooLarge
 from modelfn.hooks import Hooks
+from modelfn.model.loaded import LoadedModel
 from modelfn.protocols import plain, tfserving, v2
 from modelfn.registry import ModelRegistry
-from modelfn.session import LoadedModel
 
 log = logging.getLogger("modelfn")
 JSON = "application/json"

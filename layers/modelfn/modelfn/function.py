@@ -10,12 +10,12 @@ import time
 from functools import cached_property
 from typing import Any
 
+from modelfn.adapters.events import is_http, is_item_batch, is_s3, is_sqs
 from modelfn.errors import ModelfnError, StoreError
-from modelfn.handlers import is_http, is_item_batch, is_s3, is_sqs
 from modelfn.hooks import Hooks
+from modelfn.model.loaded import LoadedModel
 from modelfn.protocols.plain import Postprocess, Preprocess
 from modelfn.registry import ModelRegistry
-from modelfn.session import LoadedModel
 from modelfn.settings import Settings
 from modelfn.store import ObjectStore, open_store
 
@@ -101,13 +101,13 @@ class ModelFunction:
 
     @cached_property
     def _sqs_adapter(self) -> Any:
-        from modelfn.handlers.sqs import SqsHandler
+        from modelfn.adapters.sqs import SqsHandler
 
         return SqsHandler(self.model, self.results, self.name)
 
     @cached_property
     def _s3_adapter(self) -> Any:
-        from modelfn.handlers.s3 import S3Handler
+        from modelfn.adapters.s3 import S3Handler
 
         prefix = self.settings.input_prefix
         return S3Handler(self.model, self.results, self.name, prefix)
@@ -131,8 +131,8 @@ class ModelFunction:
 
     @cached_property
     def _fast_path(self) -> Any:
+        from modelfn.adapters.lambda_http import LambdaFastPath
         from modelfn.fastpath import FastPath
-        from modelfn.handlers.fast import LambdaFastPath
 
         return LambdaFastPath(FastPath(self.registry, self.name, {self.name: self.hooks}), self.base_path)
 
@@ -164,7 +164,7 @@ class ModelFunction:
         return response
 
     def _items(self, event: dict[str, Any], context: Any) -> Any:
-        from modelfn.handlers.s3 import score_items
+        from modelfn.adapters.s3 import score_items
 
         response = self._timed("Items", lambda e, c: score_items(self.model(), e), event, context)
         self.obs.count("RowsScored", len(response["scored"]))

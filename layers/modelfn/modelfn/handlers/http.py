@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from mangum import Mangum
 
-from modelfn.handlers.fast import unstaged
+from modelfn.adapters.lambda_http import unstaged
 
 
 def strip_stage(event: dict[str, Any]) -> dict[str, Any]:

@@ -18,16 +18,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelfn import __version__, jsonio
-from modelfn.batching import Batcher
+from modelfn.adapters.asgi import FastInference
+from modelfn.batching.batcher import Batcher
 from modelfn.errors import InvalidInput, ModelfnError
 from modelfn.fastpath import INLINE_BYTES, FastPath
 from modelfn.hooks import Hooks
 from modelfn.http import schemas
 from modelfn.http.body import read_body
-from modelfn.http.fast_asgi import FastInference
+from modelfn.model.loaded import LoadedModel
 from modelfn.protocols import plain, tfserving, v2
 from modelfn.registry import ModelRegistry
-from modelfn.session import LoadedModel
 
 log = logging.getLogger("modelfn")
 JSON = "application/json"

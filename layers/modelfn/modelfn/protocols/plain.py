@@ -10,9 +10,9 @@ import numpy as np
 
 from modelfn import jsonio
 from modelfn.errors import InvalidInput
+from modelfn.model.loaded import LoadedModel
+from modelfn.model.signature import coerce
 from modelfn.protocols import split_rows
-from modelfn.session import LoadedModel
-from modelfn.signature import coerce
 
 Preprocess = Callable[[Any, LoadedModel], Mapping[str, np.ndarray]]
 Postprocess = Callable[[list[dict[str, Any]], LoadedModel], list[dict[str, Any]]]

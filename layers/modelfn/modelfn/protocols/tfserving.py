@@ -12,9 +12,9 @@ import numpy as np
 
 from modelfn import jsonio
 from modelfn.errors import InvalidInput
+from modelfn.model.loaded import LoadedModel
+from modelfn.model.signature import V2_TO_TF, TensorSpec, coerce
 from modelfn.protocols import split_rows
-from modelfn.session import LoadedModel
-from modelfn.signature import V2_TO_TF, TensorSpec, coerce
 
 SIGNATURE = "serving_default"
 

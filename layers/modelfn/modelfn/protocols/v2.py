@@ -16,8 +16,8 @@ import numpy as np
 
 from modelfn import jsonio
 from modelfn.errors import InvalidInput
-from modelfn.session import LoadedModel
-from modelfn.signature import NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec, coerce
+from modelfn.model.loaded import LoadedModel
+from modelfn.model.signature import NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec, coerce
 
 HEADER = "Inference-Header-Content-Length"
 

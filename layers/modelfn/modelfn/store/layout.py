@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from modelfn.errors import InvalidInput, ModelNotFound, StoreError
-from modelfn.signature import TensorSpec
+from modelfn.model.signature import TensorSpec
 from modelfn.store.base import ObjectStore
 
 ARTIFACT = "model.onnx"

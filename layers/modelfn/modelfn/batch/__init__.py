@@ -1,6 +1,0 @@
-"""Batch scoring of tabular files (CSV, JSON Lines, Parquet): streamed in chunks, bounded memory, every input row
-landing in exactly one of the results and the errors file."""
-
-from modelfn.batch.scoring import ScoreStats, score_object
-
-__all__ = ["ScoreStats", "score_object"]

@@ -1,0 +1,1 @@
+"""Dynamic batching for long-running servers: concurrent requests for one version joined into one session.run."""

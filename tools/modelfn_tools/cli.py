@@ -1,0 +1,192 @@
+"""The `modelfn` command. Every subcommand imports what it needs when it runs, so `modelfn --help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from modelfn.errors import ModelfnError
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=None if isinstance(obj, dict) else 2))
+
+
+def cmd_publish(a: argparse.Namespace) -> int:
+    from modelfn_tools.publish import publish, settings_store
+
+    store = settings_store(a.store)
+    _print(publish(Path(a.model), store, a.name, a.version, a.quantize, a.label, not a.quiet, a.per_channel))
+    return 0
+
+
+def cmd_label(a: argparse.Namespace) -> int:
+    from modelfn_tools.publish import set_label, settings_store
+
+    labels = set_label(settings_store(a.store), a.name, a.label, a.version)
+    _print({"name": a.name, "labels": labels})
+    return 0
+
+
+def cmd_models(a: argparse.Namespace) -> int:
+    from modelfn_tools.publish import list_models, settings_store
+
+    models = list_models(settings_store(a.store))
+    if a.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    for m in models:
+        labels = ", ".join(f"{k}→{v}" for k, v in sorted(m["labels"].items())) or "-"
+        print(f"{m['name']}  (labels: {labels})")
+        for v in m["versions"]:
+            if "error" in v:
+                print(f"  v{v['version']}  ERROR {v['error']}")
+            else:
+                q = v["quantization"] or "fp"
+                print(f"  v{v['version']}  {v['size_bytes']:>12,d} B  {q:<5}  {v['sha256'][:12]}  {v['created_at']}")
+    return 0
+
+
+def cmd_quantize(a: argparse.Namespace) -> int:
+    from modelfn_tools.quantize import quantize
+
+    info = quantize(Path(a.input), Path(a.output), a.scheme, a.per_channel)
+    info["output_size_bytes"] = Path(a.output).stat().st_size
+    _print(info)
+    return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from modelfn_tools.serve import serve
+
+    return serve(
+        a.store,
+        a.models,
+        a.host,
+        a.port,
+        a.log_level,
+        batching=a.batching,
+        max_batch_size=a.max_batch_size,
+        max_batch_wait_ms=a.max_batch_wait_ms,
+    )
+
+
+def cmd_invoke(a: argparse.Namespace) -> int:
+    from modelfn_tools.invoke import run_invoke
+
+    return run_invoke(a.function, a.event, a.template, a.env_vars)
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from modelfn_tools.score import score
+
+    _print(score(a.input, a.output, a.store, a.name, a.version))
+    return 0
+
+
+def cmd_dev(a: argparse.Namespace) -> int:
+    from modelfn_tools.dev import run_dev
+
+    return run_dev(a.host, a.port, a.s3_port, a.once, a.workdir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modelfn", description="Serverless ONNX model functions: publish, serve, invoke.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("publish", help="verify, (quantize,) upload an ONNX model and its manifest")
+    s.add_argument("model", help="path to MODEL.onnx")
+    s.add_argument("--store", help="store URI (default: $MODELFN_STORE)")
+    s.add_argument("--name", required=True)
+    s.add_argument("--version", type=int, help="default: the next free integer")
+    s.add_argument("--quantize", choices=["int8", "uint8"], help="dynamically quantize before upload")
+    s.add_argument(
+        "--per-channel", action="store_true", help="with --quantize: one scale per output channel (transformers)"
+    )
+    s.add_argument("--label", action="append", default=[], help="point this label at the new version (repeatable)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_publish)
+
+    s = sub.add_parser("label", help="point a version label at a version")
+    s.add_argument("--store")
+    s.add_argument("--name", required=True)
+    s.add_argument("label")
+    s.add_argument("version", type=int)
+    s.set_defaults(fn=cmd_label)
+
+    s = sub.add_parser("models", help="list models, versions and labels")
+    s.add_argument("--store")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_models)
+
+    s = sub.add_parser("quantize", help="write a dynamically int8-quantized copy of a model")
+    s.add_argument("input")
+    s.add_argument("output")
+    s.add_argument("--scheme", choices=["int8", "uint8"], default="int8")
+    s.add_argument("--per-channel", action="store_true")
+    s.set_defaults(fn=cmd_quantize)
+
+    s = sub.add_parser("serve", help="serve every model of a store over HTTP")
+    s.add_argument("--store")
+    s.add_argument("--models", help="comma-separated subset to serve")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--log-level", default="warning")
+    s.add_argument(
+        "--batching",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="join concurrent requests for one model version into one run (default: $MODELFN_BATCHING, off)",
+    )
+    s.add_argument("--max-batch-size", type=int, help="rows per joined run (default: $MODELFN_MAX_BATCH_SIZE, 32)")
+    s.add_argument(
+        "--max-batch-wait-ms",
+        type=float,
+        help="how long a batch waits to fill (default: $MODELFN_MAX_BATCH_WAIT_MS, 2)",
+    )
+    s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("invoke", help="run one function of a SAM template on one event, like `sam local invoke`")
+    s.add_argument("function", nargs="?", help="logical id of the function (optional if the template has one)")
+    s.add_argument("--event", "-e", help='event JSON file, "-" for stdin (default: {})')
+    s.add_argument("--template", "-t", help="SAM template (default: ./template.yaml)")
+    s.add_argument("--env-vars", "-n", help='SAM env-vars JSON: {"Parameters": {...}, "<Function>": {...}}')
+    s.set_defaults(fn=cmd_invoke)
+
+    s = sub.add_parser("score", help="batch-score a local or s3:// CSV / JSON Lines / Parquet file")
+    s.add_argument("input", help="local path or s3://bucket/key")
+    s.add_argument("output", help="local path or s3://bucket/key (errors go to OUTPUT.errors.jsonl)")
+    s.add_argument("--store")
+    s.add_argument("--name", required=True)
+    s.add_argument("--version", help="integer version or label (default: stable, else the highest)")
+    s.set_defaults(fn=cmd_score)
+
+    s = sub.add_parser("dev", help="embedded S3 (moto) + example models + the API, kept running")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--s3-port", type=int, default=0, help="moto server port (default: a free one)")
+    s.add_argument("--once", action="store_true", help="exit after the tour (what `make demo ONCE=1` runs)")
+    s.add_argument("--workdir", help="where example models are built (default: a temporary folder)")
+    s.set_defaults(fn=cmd_dev)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return int(args.fn(args))
+    except ModelfnError as e:
+        print(f"modelfn {args.command}: {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
