@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelfn import ModelFunction
-from modelfn import LoadedModel
+from modelfn import LoadedModel, ModelFunction
 
 CLASS_NAMES = ("setosa", "versicolor", "virginica")
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelfn import ModelFunction
-from modelfn import LoadedModel
+from modelfn import LoadedModel, ModelFunction
 
 
 def top_class(rows: list[dict[str, Any]], model: LoadedModel) -> list[dict[str, Any]]:

@@ -12,9 +12,9 @@ import pytest
 
 from modelfn.errors import InvalidInput
 from modelfn.model import onnx as session_mod
+from modelfn.model.loaded import LoadedModel
 from modelfn.model.onnx import (
     CPU,
-    LoadedModel,
     available_cpus,
     cgroup_cpu_limit,
     choose_providers,
