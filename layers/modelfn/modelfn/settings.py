@@ -34,6 +34,16 @@ class Settings(BaseSettings):
     batching: bool = Field(default=False, description="Dynamic batching in long-running servers (never on Lambda)")
     max_batch_size: int = Field(default=32, ge=1, description="Rows one batched session.run may hold")
     max_batch_wait_ms: float = Field(default=2.0, ge=0, description="How long a batch waits to fill")
+    requests_prefix: str | None = Field(
+        default=None,
+        description="s3://bucket/prefix an SQS message's request_uri may point under (default: MODELFN_RESULTS)",
+    )
+    max_loaded_versions: int = Field(
+        default=8, ge=1, description="Model versions kept loaded per process; the least recently used is unloaded"
+    )
+    max_loaded_mb: float | None = Field(
+        default=None, gt=0, description="Artifact megabytes kept loaded per process (LRU), besides the count bound"
+    )
     models_config: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description='Per-model overrides of the fields above, JSON: {"mlp": {"providers": "...", "batching": true}}',

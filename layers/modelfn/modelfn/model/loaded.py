@@ -26,6 +26,8 @@ class LoadedModel:
     load_seconds: float = 0.0
     providers: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    features: list[str] | None = None
+    """Names of a single [N, K] input's K columns (the manifest's `features`), for batch scoring by name."""
 
     @property
     def output_names(self) -> list[str]:

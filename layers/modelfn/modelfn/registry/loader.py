@@ -110,6 +110,7 @@ class ModelCache:
             sha256=manifest.sha256,
             providers=session.get_providers(),
             metadata={"quantization": manifest.quantization, "created_at": manifest.created_at},
+            features=manifest.features,
         )
         if settings.warmup:
             warm_up(model)

@@ -20,6 +20,14 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 
 
+class ArtifactFile(BaseModel):
+    """An external-data file of the model, stored beside model.onnx under its own relative path."""
+
+    path: str = Field(description="Relative to the version folder, as the model's external-data `location` names it")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
+
+
 class Manifest(BaseModel):
     """Written after the artifact, so a version without a manifest is invisible (half-published)."""
 
@@ -33,6 +41,12 @@ class Manifest(BaseModel):
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     opset: int | None = None
     producer: str | None = None
+    files: list[ArtifactFile] = Field(
+        default_factory=list, description="External-data files, each verified by sha256 before the model loads"
+    )
+    features: list[str] | None = Field(
+        default=None, description="Column names of a single [N, K] input's K features, for batch scoring by name"
+    )
 
 
 def check_name(name: str) -> str:
