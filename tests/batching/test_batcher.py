@@ -367,7 +367,7 @@ def test_lambda_functions_never_batch(local_store: str, tmp_path: Path) -> None:
     from modelfn.function import ModelFunction
 
     fn = ModelFunction(Settings(store=local_store, model="small", batching=True, cache_dir=tmp_path / "c"))
-    assert fn.app.state.batcher is None
+    assert fn.service.batcher is None
 
 
 def test_serve_flags() -> None:

@@ -85,25 +85,24 @@ class ModelFunction:
 
     # ---- handlers ----------------------------------------------------------------------------------------
     @cached_property
-    def app(self) -> Any:
-        from modelfn.http import create_app
+    def service(self) -> Any:
+        """The service core: the same route table and data plane `modelfn serve` runs (never a batcher: one
+        Lambda environment serves one request at a time)."""
+        from modelfn.service.dispatch import Service
 
-        # One Lambda environment serves one request at a time: never a dynamic batcher, whatever MODELFN_BATCHING says.
-        return create_app(
-            self.registry, default_model=self.name, hooks={self.name: self.hooks}, title=self.name, batching=False
-        )
+        return Service(self.registry, default_model=self.name, hooks={self.name: self.hooks}, title=self.name)
 
     @cached_property
     def _http_adapter(self) -> Any:
-        from modelfn.handlers.http import HttpHandler
+        from modelfn.adapters.lambda_http import LambdaHttp
 
-        return HttpHandler(self.app, self.base_path)
+        return LambdaHttp(self.service, self.base_path)
 
     @cached_property
     def _sqs_adapter(self) -> Any:
-        from modelfn.adapters.sqs import SqsHandler
+        from modelfn.adapters.sqs import RequestSource, SqsHandler
 
-        return SqsHandler(self.model, self.results, self.name)
+        return SqsHandler(self.model, self.results, self.name, RequestSource.from_settings(self.settings))
 
     @cached_property
     def _s3_adapter(self) -> Any:
@@ -129,19 +128,8 @@ class ModelFunction:
             self.obs.latency(kind, (time.perf_counter() - started) * 1000)
         return result
 
-    @cached_property
-    def _fast_path(self) -> Any:
-        from modelfn.adapters.lambda_http import LambdaFastPath
-        from modelfn.fastpath import FastPath
-
-        return LambdaFastPath(FastPath(self.registry, self.name, {self.name: self.hooks}), self.base_path)
-
-    def _serve_http(self, event: dict[str, Any], context: Any) -> Any:
-        response = self._fast_path(event)
-        return response if response is not None else self._http_adapter(event, context)
-
     def _http(self, event: dict[str, Any], context: Any) -> Any:
-        response = self._timed("Http", self._serve_http, event, context)
+        response = self._timed("Http", self._http_adapter, event, context)
         status = int(response.get("statusCode", 500))
         if status >= 500:
             self.obs.count("Errors")
@@ -183,29 +171,13 @@ class ModelFunction:
     def _any(self, event: dict[str, Any], context: Any) -> Any:
         return self._http(event, context) if is_http(event) else self._batch(event, context)
 
-    @staticmethod
-    def _serves_http() -> bool:
-        """Lambda names the handler in _HANDLER: only HTTP functions (or any, outside Lambda) build the app."""
-        handler = os.environ.get("_HANDLER", "")
-        return not handler or handler.endswith((".http_handler", ".handler"))
-
     def warm_http(self) -> None:
-        """Build the FastAPI app and send it one internal request, so its first-call costs are paid now. Run before
-        a SnapStart snapshot (where init time is free); without SnapStart the app is built on the first request
-        that is not an inference request, and inference requests never need it (the fast path)."""
-        event = {
-            "version": "2.0",
-            "routeKey": "$default",
-            "rawPath": "/health",
-            "rawQueryString": "",
-            "headers": {"host": "init.local"},
-            "requestContext": {
-                "http": {"method": "GET", "path": "/health", "sourceIp": "127.0.0.1"},
-                "stage": "$default",
-            },
-            "isBase64Encoded": False,
-        }
-        self._http_adapter(event, None)
+        """Answer one internal request and build the OpenAPI document, so their first-call costs are paid now: run
+        before a SnapStart snapshot (where init time is free). Inference never needs either."""
+        from modelfn.service.request import Request
+
+        self.service.handle(Request("GET", "/health"))
+        self.service.openapi_document  # noqa: B018 - built and cached
 
     # ---- SnapStart -----------------------------------------------------------------------------------------
     def _register_snapstart_hooks(self) -> None:
@@ -222,6 +194,7 @@ class ModelFunction:
     def before_snapshot(self) -> None:
         if self.load_error is not None:
             self.load()
+        self.warm_http()
 
     def after_restore(self) -> None:
         from modelfn.store.s3 import s3_client

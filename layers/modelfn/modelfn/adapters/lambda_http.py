@@ -1,101 +1,157 @@
-"""The Lambda side of the inference fast path (modelfn/fastpath.py): API Gateway REST (v1), HTTP API (v2),
-function URL and ALB events in, the response dict out, with no ASGI round trip. Everything that is not an
-inference request returns None here and goes to the FastAPI app through Mangum."""
+"""Lambda HTTP events: API Gateway REST (payload 1.0), HTTP API (2.0), function URLs and ALB (with or without
+multi-value headers), one class per event source as Mangum has them, each turning its event into the service's
+Request and the Response back into the dict that source expects."""
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
-from typing import Any
+import binascii
+from collections.abc import Mapping
+from typing import Any, Protocol
+from urllib.parse import urlencode
 
-from modelfn.fastpath import JSON, FastPath
+from modelfn.errors import InvalidInput
+from modelfn.service.request import JSON, Request, Response, error_response
+from modelfn.types import LambdaEvent
 
 
-def unstaged(ctx: dict[str, Any], path: str) -> str:
-    """HTTP API events of a named stage carry it in the path (/prod/v2/...); the app's routes do not."""
-    stage = ctx.get("stage")
+class Handles(Protocol):
+    """What answers a Request: the service, or the SageMaker proxy."""
+
+    def handle(self, request: Request) -> Response: ...
+
+
+def _body(event: LambdaEvent) -> bytes:
+    raw = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise InvalidInput(f"the event says isBase64Encoded but its body is not base64: {e}") from e
+    return raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+
+
+def _lower(headers: Mapping[str, Any] | None) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in (headers or {}).items()}
+
+
+def _is_text(content_type: str) -> bool:
+    return content_type.startswith((JSON, "text/"))
+
+
+def _encoded(response: Response) -> dict[str, Any]:
+    headers = {"content-length": str(len(response.body)), **response.headers}
+    binary = not _is_text(response.content_type)
+    body = base64.b64encode(response.body).decode() if binary else response.body.decode("utf-8")
+    return {"statusCode": response.status, "headers": headers, "body": body, "isBase64Encoded": binary}
+
+
+class HttpApi:
+    """HTTP API payload 2.0, and Lambda function URLs (the same shape). A named stage is part of the path."""
+
+    @staticmethod
+    def matches(event: LambdaEvent) -> bool:
+        return event.get("version") == "2.0" and isinstance((event.get("requestContext") or {}).get("http"), dict)
+
+    @staticmethod
+    def request(event: LambdaEvent) -> Request:
+        ctx = event["requestContext"]
+        path = unstaged(ctx.get("stage"), ctx["http"].get("path") or event.get("rawPath") or "/")
+        headers = _lower(event.get("headers"))
+        if event.get("cookies"):
+            headers["cookie"] = "; ".join(event["cookies"])
+        return Request(ctx["http"].get("method", ""), path, event.get("rawQueryString") or "", headers, _body(event))
+
+    @staticmethod
+    def response(response: Response) -> dict[str, Any]:
+        return _encoded(response)
+
+
+class RestApi:
+    """API Gateway REST APIs (payload 1.0): query values arrive decoded and are encoded again here."""
+
+    @staticmethod
+    def matches(event: LambdaEvent) -> bool:
+        return "httpMethod" in event and "elb" not in (event.get("requestContext") or {})
+
+    @staticmethod
+    def request(event: LambdaEvent) -> Request:
+        multi = event.get("multiValueQueryStringParameters") or {
+            k: [v] for k, v in (event.get("queryStringParameters") or {}).items()
+        }
+        query = urlencode([(k, v) for k, vs in multi.items() for v in vs or []])
+        return Request(event["httpMethod"], event.get("path") or "/", query, _headers_v1(event), _body(event))
+
+    @staticmethod
+    def response(response: Response) -> dict[str, Any]:
+        return {**_encoded(response), "multiValueHeaders": {}}
+
+
+class Alb:
+    """Application Load Balancer targets: query values arrive as the client encoded them and stay so; the answer
+    uses multi-value headers when the target group has them on (the event then carries them)."""
+
+    def __init__(self, multi_value: bool) -> None:
+        self.multi_value = multi_value
+
+    @staticmethod
+    def matches(event: LambdaEvent) -> bool:
+        return "httpMethod" in event and "elb" in (event.get("requestContext") or {})
+
+    @staticmethod
+    def request(event: LambdaEvent) -> Request:
+        multi = event.get("multiValueQueryStringParameters") or {
+            k: [v] for k, v in (event.get("queryStringParameters") or {}).items()
+        }
+        query = "&".join(f"{k}={v}" for k, vs in multi.items() for v in vs or [])
+        return Request(event["httpMethod"], event.get("path") or "/", query, _headers_v1(event), _body(event))
+
+    def response(self, response: Response) -> dict[str, Any]:
+        out = _encoded(response)
+        if self.multi_value:
+            out["multiValueHeaders"] = {k: [v] for k, v in out.pop("headers").items()}
+        return out
+
+
+def _headers_v1(event: LambdaEvent) -> dict[str, str]:
+    if event.get("multiValueHeaders"):
+        return {str(k).lower(): str(v[-1]) for k, v in event["multiValueHeaders"].items() if v}
+    return _lower(event.get("headers"))
+
+
+def unstaged(stage: str | None, path: str) -> str:
+    """HTTP API events of a named stage carry it in the path (/prod/v2/...); the routes do not."""
     if stage and stage != "$default" and (path == f"/{stage}" or path.startswith(f"/{stage}/")):
         return path[len(stage) + 1 :] or "/"
     return path
 
 
-@dataclass
-class LambdaRequest:
-    kind: str  # "v2" (HTTP API 2.0 and function URLs), "v1" (REST API), "alb"
-    method: str
-    path: str
-    headers: dict[str, str]
-    query: str
-    body: bytes
-    multi_value: bool
+def source_of(event: LambdaEvent) -> HttpApi | RestApi | Alb | None:
+    if HttpApi.matches(event):
+        return HttpApi()
+    if Alb.matches(event):
+        return Alb("multiValueHeaders" in event)
+    if RestApi.matches(event):
+        return RestApi()
+    return None
 
 
-def parse_event(event: dict[str, Any], base_path: str = "/") -> LambdaRequest | None:
-    """The parts of an HTTP event the fast path needs; None for shapes it leaves to Mangum."""
-    ctx = event.get("requestContext") or {}
-    raw = event.get("body") or ""
-    body = base64.b64decode(raw) if event.get("isBase64Encoded") else raw.encode() if isinstance(raw, str) else raw
-    if event.get("version") == "2.0" and isinstance(ctx.get("http"), dict):
-        http = ctx["http"]
-        path = http.get("path") or event.get("rawPath") or "/"
-        path = unstaged(ctx, path)
-        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-        return _strip(
-            LambdaRequest("v2", http.get("method", ""), path, headers, event.get("rawQueryString") or "", body, False),
-            base_path,
-        )
-    if "httpMethod" not in event:
-        return None
-    kind = "alb" if "elb" in ctx else "v1"
-    multi = "multiValueHeaders" in event and kind == "alb"
-    if event.get("multiValueHeaders"):
-        headers = {k.lower(): v[-1] for k, v in event["multiValueHeaders"].items() if v}
-    else:
-        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-    params = event.get("multiValueQueryStringParameters") or {
-        k: [v] for k, v in (event.get("queryStringParameters") or {}).items()
-    }
-    query = "&".join(f"{k}={v}" for k, vs in params.items() for v in vs)
-    return _strip(
-        LambdaRequest(kind, event["httpMethod"], event.get("path") or "/", headers, query, body, multi), base_path
-    )
+class LambdaHttp:
+    """The HTTP handler of a function: event -> Request -> service -> the event source's response dict.
+    `base_path`: an API mapping's base path (a custom domain's `/models`), stripped before routing."""
 
+    def __init__(self, service: Handles, base_path: str = "/") -> None:
+        self.service = service
+        self.base = "/" + base_path.strip("/")
 
-def _strip(req: LambdaRequest, base_path: str) -> LambdaRequest:
-    base = "/" + base_path.strip("/")
-    if base != "/" and (req.path == base or req.path.startswith(base + "/")):
-        req.path = req.path[len(base) :] or "/"
-    return req
-
-
-def _response(req: LambdaRequest, status: int, content: bytes, headers: dict[str, str]) -> dict[str, Any]:
-    headers = {"content-length": str(len(content)), **headers}
-    binary = not headers.get("content-type", "").startswith(JSON)
-    body = base64.b64encode(content).decode() if binary else content.decode()
-    out: dict[str, Any] = {"statusCode": status, "body": body, "isBase64Encoded": binary}
-    if req.kind == "v2":
-        out["headers"] = headers
-    elif req.multi_value:
-        out["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
-    elif req.kind == "alb":
-        out["headers"] = headers
-    else:
-        out["headers"] = headers
-        out["multiValueHeaders"] = {}
-    return out
-
-
-class LambdaFastPath:
-    def __init__(self, fast: FastPath, base_path: str = "/") -> None:
-        self.fast = fast
-        self.base_path = base_path
-
-    def __call__(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        """The response, or None when the request is not an inference request (Mangum answers it)."""
-        req = parse_event(event, self.base_path)
-        if req is None:
-            return None
-        route = self.fast.route(req.method, req.path, req.query, req.headers)
-        if route is None:
-            return None
-        return _response(req, *self.fast.answer(route, req.body, req.headers))
+    def __call__(self, event: LambdaEvent, context: Any = None) -> dict[str, Any]:
+        source = source_of(event)
+        if source is None:
+            raise ValueError("not an HTTP event (API Gateway REST or HTTP API, function URL, or ALB)")
+        try:
+            request = source.request(event)
+        except InvalidInput as e:
+            return source.response(error_response(e))
+        if self.base != "/" and (request.path == self.base or request.path.startswith(self.base + "/")):
+            request.path = request.path[len(self.base) :] or "/"
+        return source.response(self.service.handle(request))

@@ -28,17 +28,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from modelfn import jsonio
+from modelfn.adapters.lambda_http import LambdaHttp
 from modelfn.protocols import sagemaker
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from modelfn.service.request import Request, Response, json_response
 
 SERVER_PATHS = {"/v2", "/v2/health/live", "/v2/health/ready", "/health"}
 _MODEL_PATH = re.compile(r"^/(v1|v2)/models/([^/:]+)(.*)$")
@@ -53,7 +50,7 @@ _ERRORS = {
 
 
 class SageMakerProxy:
-    """An ASGI app (run under Mangum by `create_handler`) that forwards each request to the endpoint."""
+    """Answers each request of the Lambda HTTP adapter by forwarding it to the endpoint."""
 
     def __init__(
         self, endpoint: str, client: Any = None, model: str | None = None, public_model: str | None = None
@@ -94,31 +91,13 @@ class SageMakerProxy:
             return None
         return f"{method} {path}" + (f"?{query}" if query else "")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        body = bytearray()
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        headers = {bytes(k).decode("latin-1").lower(): bytes(v).decode("latin-1") for k, v in scope["headers"]}
-        route = self.target(scope["method"], scope["path"], bytes(scope.get("query_string", b"")).decode("latin-1"))
+    def handle(self, request: Request) -> Response:
+        route = self.target(request.method, request.path, request.query)
         if route is None:
             served = self.public_model or "this function's model"
-            await _respond(send, 404, {"error": f"{scope['path']} is not served here (serving: {served})"})
-            return
-        status, content_type, out_headers, payload = self.invoke(route, bytes(body), headers)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", content_type.encode("latin-1"))]
-                + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers.items()],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+            return json_response({"error": f"{request.path} is not served here (serving: {served})"}, 404)
+        status, content_type, out_headers, payload = self.invoke(route, request.body, dict(request.headers))
+        return Response(status, payload, {"content-type": content_type, **out_headers})
 
     def invoke(self, route: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, dict[str, str], bytes]:
         """One InvokeEndpoint: (status, content type, extra headers, body) of the container's answer."""
@@ -161,11 +140,6 @@ def _error(message: str) -> bytes:
     return jsonio.dumps({"error": message})
 
 
-async def _respond(send: Send, status: int, obj: Any) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": jsonio.dumps(obj)})
-
-
 def create_handler(
     endpoint: str | None = None,
     client: Any = None,
@@ -174,7 +148,6 @@ def create_handler(
     base_path: str | None = None,
 ) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """The Lambda handler; arguments default to the environment (see the module docstring)."""
-    from modelfn.handlers.http import HttpHandler
 
     env = os.environ
     proxy = SageMakerProxy(
@@ -183,7 +156,7 @@ def create_handler(
         model or env.get("MODELFN_MODEL") or None,
         public_model or env.get("MODELFN_PUBLIC_MODEL") or None,
     )
-    return HttpHandler(proxy, base_path or env.get("MODELFN_BASE_PATH", "/"))  # type: ignore[arg-type]
+    return LambdaHttp(proxy, base_path or env.get("MODELFN_BASE_PATH", "/"))
 
 
 _handler: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None

@@ -1,4 +1,4 @@
-"""The HTTP edge: one FastAPI app for Lambda (via Mangum), `modelfn serve` and the GPU container alike."""
+"""The HTTP server side: the ASGI app of the service (`create_app`), its OpenAPI document and request metrics."""
 
 from modelfn.http.app import create_app
 

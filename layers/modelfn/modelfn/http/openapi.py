@@ -1,0 +1,147 @@
+"""FastAPI built from the service's route table: each route registered once, with its real path (and query)
+parameters, its request and response schemas and the errors it can answer, its handler a thin call into the
+service. Its OpenAPI document is what /openapi.json serves; the app itself answers alike (see `fastapi_app`)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Path, Query
+from fastapi import Request as StarletteRequest
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import Response as FastAPIResponse
+
+from modelfn import __version__, jsonio
+from modelfn.http import schemas
+from modelfn.service.request import Request, declared_length, too_large
+from modelfn.service.routes import Route
+
+if TYPE_CHECKING:
+    from modelfn.service.dispatch import Service
+
+DESCRIPTION = "ONNX models served over the Open Inference Protocol (KServe v2), TF Serving REST and /predict."
+_PARAM_DOCS = {
+    "name": "A served model's name",
+    "version": "A version number (KServe v2 also takes a label here)",
+    "label": "A version label, e.g. stable or canary",
+    "model": "Which served model /predict runs (default: the function's own, or the only one served)",
+}
+_BODIES: dict[str, tuple[type[Any], type[Any]]] = {
+    "v2": (schemas.V2InferenceRequest, schemas.V2InferenceResponse),
+    "tf": (schemas.TFPredictRequest, schemas.TFPredictResponse),
+    "plain": (schemas.PredictRequest, schemas.PredictResponse),
+}
+
+
+def _endpoint(service: Service, route: Route) -> Any:
+    """An async handler whose signature declares the route's path and query parameters (FastAPI documents what
+    a signature declares), answering through the service exactly as the adapters do."""
+    limit = service.registry.settings.max_body_bytes
+
+    async def endpoint(request: StarletteRequest, **_: str) -> FastAPIResponse:
+        declared_length({k.lower(): v for k, v in request.headers.items()}, limit)
+        body = await request.body()
+        if len(body) > limit:
+            raise too_large(limit)
+        answer = await service.handle_async(
+            Request(
+                request.method,
+                request.url.path,
+                request.url.query,
+                {k.lower(): v for k, v in request.headers.items()},
+                body,
+            )
+        )
+        return FastAPIResponse(answer.body, status_code=answer.status, headers=answer.headers)
+
+    params = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=StarletteRequest)]
+    params += [
+        inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, annotation=str, default=Path(description=_PARAM_DOCS[p]))
+        for p in route.params
+    ]
+    params += [
+        inspect.Parameter(
+            q, inspect.Parameter.KEYWORD_ONLY, annotation=str | None, default=Query(None, description=_PARAM_DOCS[q])
+        )
+        for q in route.query
+    ]
+    endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    endpoint.__name__ = f"{route.action}_{route.method.lower()}_{abs(hash(route.template))}"
+    return endpoint
+
+
+def _responses(route: Route) -> dict[int | str, dict[str, Any]]:
+    error = {"content": {"application/json": {"schema": schemas.schema(schemas.ErrorResponse)}}}
+    codes: dict[int | str, str] = {}
+    if route.params or route.codec is not None:
+        codes |= {400: "The request does not fit the route or the model's signature", 404: "Unknown model or version"}
+    if route.codec is not None:
+        codes |= {413: "Body over MODELFN_MAX_BODY_BYTES", 503: "The version cannot be served (integrity, load)"}
+    elif route.blocking:
+        codes |= {502: "The model store did not answer", 503: "The version cannot be served (integrity, load)"}
+    return {code: {"description": text, **error} for code, text in codes.items()}
+
+
+def _openapi_extra(route: Route) -> dict[str, Any] | None:
+    if route.codec is None:
+        return None
+    request, response = _BODIES[route.codec]
+    content: dict[str, Any] = {"application/json": {"schema": schemas.schema(request)}}
+    if route.codec == "v2":
+        content["application/octet-stream"] = {
+            "schema": {"type": "string", "format": "binary"},
+            "description": "The binary tensor data extension: a JSON header of Inference-Header-Content-Length bytes, "
+            "then the tensors' bytes",
+        }
+    return {
+        "requestBody": {"required": True, "content": content},
+        "responses": {"200": {"content": {"application/json": {"schema": schemas.schema(response)}}}},
+    }
+
+
+def fastapi_app(service: Service) -> FastAPI:
+    """The FastAPI app of the route table (its own docs routes off: the table has them)."""
+    app = FastAPI(title=service.title, version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None)
+    app.openapi_url = None
+    for route in service.table.routes:
+        app.add_api_route(
+            route.template,
+            _endpoint(service, route),
+            methods=[route.method],
+            tags=list(route.tags),
+            summary=route.summary,
+            include_in_schema=route.documented,
+            responses=_responses(route),
+            openapi_extra=_openapi_extra(route),
+        )
+    return app
+
+
+def openapi_document(service: Service) -> bytes:
+    app = fastapi_app(service)
+    app.openapi_url = "/openapi.json"
+    doc = app.openapi()
+    _drop_validation_errors(doc)
+    return jsonio.dumps(doc)
+
+
+def _drop_validation_errors(doc: dict[str, Any]) -> None:
+    """FastAPI documents a 422 for every route with parameters; the service answers a bad request with 400
+    `{"error": ...}` (documented per route), so the 422 and its schemas would describe answers never given."""
+    for item in doc.get("paths", {}).values():
+        for operation in item.values():
+            operation.get("responses", {}).pop("422", None)
+    components = doc.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    if "components" in doc and not components:
+        doc["components"].pop("schemas", None)
+        if not doc["components"]:
+            doc.pop("components")
+
+
+def docs_html(title: str) -> bytes:
+    """The OpenAPI UI, pointing at ./openapi.json (relative, so a stage or base path in front still works)."""
+    page = get_swagger_ui_html(openapi_url="./openapi.json", title=f"{title} - docs")
+    return bytes(page.body)

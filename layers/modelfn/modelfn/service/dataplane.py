@@ -1,0 +1,198 @@
+"""The data plane: what each route does, transport-neutral (as MLServer's DataPlane). Inference is split in
+steps — which model and version (`target`), decode (`codec`), predict (the runner), encode — so that servers can
+run each step inline or in a worker thread and the batcher can sit between decode and encode; the Lambda path runs
+them in a row. Every other action is a plain function of the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from modelfn import __version__, jsonio
+from modelfn.errors import InvalidInput, ModelNotFound
+from modelfn.hooks import Hooks
+from modelfn.model.loaded import LoadedModel
+from modelfn.protocols import plain, tfserving, v2
+from modelfn.registry import ModelRegistry
+from modelfn.service.request import JSON, VERSION_HEADER, Request, Response, json_response, request_body
+from modelfn.service.routes import Codec
+from modelfn.store.layout import check_label, check_name
+
+Encoded = tuple[bytes, dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Target:
+    """The model a request runs and the version it asked for (an integer, a label, or None: the default)."""
+
+    name: str
+    version: int | str | None
+
+
+@dataclass
+class Decoded:
+    """A decoded inference request: the inputs to run, the outputs asked for, and how to encode the results."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: list[str] | None
+    encode: Callable[[Mapping[str, np.ndarray]], Encoded]
+
+
+def parse_version(raw: str | None) -> int | str | None:
+    """A path's version: ASCII digits are a version number, anything else must be a valid label (so `%C2%B9`,
+    a superscript one, is a 400, not an integer parse error)."""
+    if raw is None:
+        return None
+    if raw.isascii() and raw.isdigit():
+        return int(raw)
+    return check_label(raw)
+
+
+def tf_version(version: str | None, label: str | None) -> int | str | None:
+    """TF Serving: /versions/N takes a number, /labels/L a label."""
+    if version is not None:
+        if not (version.isascii() and version.isdigit()):
+            raise InvalidInput(f"version must be a positive integer, got {version!r}")
+        return int(version)
+    return check_label(label) if label is not None else None
+
+
+def _v2_header_length(headers: Mapping[str, str]) -> int | None:
+    raw = headers.get(v2.HEADER.lower())
+    if raw is None:
+        return None
+    if not raw.strip().isdigit():
+        raise InvalidInput(f"{v2.HEADER} must be a non-negative integer, got {raw!r}")
+    return int(raw)
+
+
+class DataPlane:
+    def __init__(
+        self, registry: ModelRegistry, default_model: str | None = None, hooks: Mapping[str, Hooks] | None = None
+    ) -> None:
+        self.registry = registry
+        self.default_model = default_model
+        self.hooks = dict(hooks or {})
+
+    # ---- inference ---------------------------------------------------------------------------------------
+    def target(
+        self, codec: Codec, params: Mapping[str, str], request: Request, cached_only: bool = False
+    ) -> Target | None:
+        """Which model and version an inference request runs. With `cached_only`, None where finding out would
+        need the store (/predict without a model name on a server whose model list has expired)."""
+        if codec != "plain":
+            return Target(*self.model_version(params, tf=codec == "tf"))
+        name = request.query_param("model") or self.default_model
+        if name is None:
+            if cached_only and self.registry.cached_model_names() is None:
+                return None
+            name = self.only_model()
+        return Target(check_name(name), self.pinned(name, None))
+
+    def pinned(self, name: str, version: int | str | None) -> int | str | None:
+        """The version asked for; when none, the function's own model runs MODELFN_VERSION (default: stable)."""
+        if version is None and name == self.default_model:
+            return parse_version(self.registry.settings.version)
+        return version
+
+    def only_model(self) -> str:
+        """/predict without a model name: the only model served (from the cached list when there is one)."""
+        names = self.registry.cached_model_names()
+        if names is None:
+            names = self.registry.model_names()
+        if len(names) != 1:
+            raise ModelNotFound(
+                f"/predict needs one model, this server has {len(names)}: add ?model=NAME or use /v2/models/NAME/infer"
+            )
+        return names[0]
+
+    def model(self, target: Target) -> LoadedModel:
+        return self.registry.get(target.name, target.version)
+
+    def decode(self, codec: Codec, model: LoadedModel, request: Request, parsed: Any = None) -> Decoded:
+        """`parsed`: the body already inflated and parsed as JSON by whoever had to look inside it (SageMaker
+        /invocations), so it is not parsed twice."""
+        body = request_body(request, self.registry.settings.max_body_bytes) if parsed is None else b""
+        headers = request.headers
+        if codec == "v2":
+            return self._decode_v2(model, body, headers, parsed)
+        if codec == "tf":
+            tf = tfserving.decode_parsed(parsed, model) if parsed is not None else tfserving.decode_request(body, model)
+            return Decoded(tf.inputs, None, lambda r: (jsonio.dumps(tfserving.encode_response(r, tf.row_format)), {}))
+        hooks = self.hooks.get(model.name, Hooks())
+        inputs = plain.decode_request(jsonio.dumps(parsed) if parsed is not None else body, model, hooks.preprocess)
+        return Decoded(inputs, None, lambda r: (jsonio.dumps(plain.encode_response(r, model, hooks.postprocess)), {}))
+
+    @staticmethod
+    def _decode_v2(model: LoadedModel, body: bytes, headers: Mapping[str, str], parsed: Any) -> Decoded:
+        if parsed is not None:
+            req = v2.decode_parsed(parsed, memoryview(b""), model)
+        else:
+            req = v2.decode_request(body, _v2_header_length(headers), model)
+
+        def encode(results: Mapping[str, np.ndarray]) -> Encoded:
+            content, json_len = v2.encode_response(model, results, req.binary_outputs, req.id)
+            if json_len is None:
+                return content, {}
+            return content, {"content-type": "application/octet-stream", v2.HEADER.lower(): str(json_len)}
+
+        return Decoded(req.inputs, req.outputs or None, encode)
+
+    @staticmethod
+    def answer(model: LoadedModel, encoded: Encoded) -> Response:
+        content, headers = encoded
+        out = {"content-type": JSON, **headers, VERSION_HEADER: str(model.version)}
+        return Response(200, content, out, model=model.name, version=model.version)
+
+    def run(self, codec: Codec, model: LoadedModel, request: Request, parsed: Any = None) -> Response:
+        """Decode, predict and encode in the calling thread."""
+        decoded = self.decode(codec, model, request, parsed)
+        return self.answer(model, decoded.encode(model.predict(decoded.inputs, decoded.outputs)))
+
+    def infer(self, codec: Codec, target: Target, request: Request, parsed: Any = None) -> Response:
+        """The whole inference in the calling thread (Lambda, SQS, worker threads)."""
+        return self.run(codec, self.model(target), request, parsed)
+
+    # ---- everything else ---------------------------------------------------------------------------------
+    def server_metadata(self) -> Response:
+        return json_response({"name": "modelfn", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+    def ready(self) -> Response:
+        self.registry.model_names()  # raises (502) when the store does not answer
+        return json_response({"ready": True})
+
+    def v2_model(self, name: str, version: int | str | None) -> Response:
+        model = self.registry.get(name, version)
+        answer = v2.metadata(model, self.registry.versions(name))
+        return json_response(answer, headers={VERSION_HEADER: str(model.version)})
+
+    def v2_model_ready(self, name: str, version: int | str | None) -> Response:
+        status = self.registry.status(name, version)
+        if not status.ready:
+            return json_response({"error": status.error or "not ready"}, 503)
+        answer = {"name": name, "version": str(status.version), "ready": True}
+        return json_response(answer, headers={VERSION_HEADER: str(status.version)})
+
+    def tf_status(self, name: str, version: int | str | None) -> Response:
+        status = self.registry.status(name, version)
+        return json_response(tfserving.status([(status.version, status.ready, status.error)]))
+
+    def tf_metadata(self, name: str, version: int | str | None) -> Response:
+        model = self.registry.get(name, version)
+        return json_response(tfserving.metadata(model), headers={VERSION_HEADER: str(model.version)})
+
+    def health(self, extra: Mapping[str, Any] | None = None) -> Response:
+        loaded = {
+            f"{m.name}/{m.version}": {"sha256": m.sha256, "load_ms": round(m.load_seconds * 1000, 1)}
+            for m in self.registry.cache.loaded()
+        }
+        return json_response({"status": "ok", "version": __version__, "loaded": loaded, **(extra or {})})
+
+    def model_version(self, params: Mapping[str, str], tf: bool) -> tuple[str, int | str | None]:
+        """The (name, version) a model route's path names, pinned for the function's own model."""
+        name = check_name(params["name"])
+        version = tf_version(params.get("version"), params.get("label")) if tf else parse_version(params.get("version"))
+        return name, self.pinned(name, version)

@@ -1,0 +1,130 @@
+"""The service: one route table, one data plane, one error mapping, for every transport. `handle` answers in the
+calling thread (Lambda, one request per environment); `handle_async` answers on a server's event loop without ever
+blocking it (see runner.py)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from functools import cached_property
+from typing import Any
+
+from modelfn.batching.batcher import Batcher
+from modelfn.hooks import Hooks
+from modelfn.registry import ModelRegistry
+from modelfn.service.dataplane import DataPlane
+from modelfn.service.request import Request, Response, error_response, json_response
+from modelfn.service.routes import CORE_ROUTES, Match, Route, RouteTable
+from modelfn.service.runner import Runner, in_thread
+
+Action = Callable[[Request, Mapping[str, str]], Response | Awaitable[Response]]
+ActionFactory = Callable[["Service"], Action]
+"""Builds an action of a route added to the core table (the container's /ping, /invocations), given the service."""
+
+
+class Service:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        default_model: str | None = None,
+        hooks: Mapping[str, Hooks] | None = None,
+        batcher: Batcher | None = None,
+        routes: tuple[Route, ...] = CORE_ROUTES,
+        actions: Mapping[str, ActionFactory] | None = None,
+        title: str = "modelfn",
+    ) -> None:
+        self.registry = registry
+        self.default_model = default_model
+        self.plane = DataPlane(registry, default_model, hooks)
+        self.batcher = batcher
+        self.runner = Runner(self.plane, batcher)
+        self.table = RouteTable(routes)
+        self.title = title
+        self.actions: dict[str, Action] = {**self._builtin(), **{k: make(self) for k, make in (actions or {}).items()}}
+        missing = {r.action for r in routes if r.codec is None} - set(self.actions)
+        if missing:
+            raise ValueError(f"routes without an action: {sorted(missing)}")
+
+    def _builtin(self) -> dict[str, Action]:
+        plane = self.plane
+        return {
+            "server_metadata": lambda r, p: plane.server_metadata(),
+            "live": lambda r, p: json_response({"live": True}),
+            "ready": lambda r, p: plane.ready(),
+            "v2_model": lambda r, p: plane.v2_model(*plane.model_version(p, tf=False)),
+            "v2_model_ready": lambda r, p: plane.v2_model_ready(*plane.model_version(p, tf=False)),
+            "tf_status": lambda r, p: plane.tf_status(*plane.model_version(p, tf=True)),
+            "tf_metadata": lambda r, p: plane.tf_metadata(*plane.model_version(p, tf=True)),
+            "health": lambda r, p: plane.health({"batching": self.batcher.snapshot()} if self.batcher else None),
+            "openapi": lambda r, p: Response(200, self.openapi_document, {"content-type": "application/json"}),
+            "docs": lambda r, p: self.docs_page(r),
+        }
+
+    # ---- dispatch ----------------------------------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        match: Match | None = None
+        try:
+            match = self.table.match(request.method, request.path)
+            route = match.route
+            if route.codec is not None:
+                target = self.plane.target(route.codec, match.params, request)
+                assert target is not None
+                response = self.plane.infer(route.codec, target, request)
+            else:
+                answer = self.actions[route.action](request, match.params)
+                if inspect.isawaitable(answer):
+                    raise TypeError(f"{route.template} answers only on a server's event loop")
+                response = answer
+        except Exception as e:
+            response = error_response(e)
+        return self._tagged(response, match)
+
+    async def handle_async(self, request: Request) -> Response:
+        match: Match | None = None
+        try:
+            match = self.table.match(request.method, request.path)
+            response = await self._dispatch_async(match, request)
+        except Exception as e:
+            response = error_response(e)
+        return self._tagged(response, match)
+
+    async def _dispatch_async(self, match: Match, request: Request) -> Response:
+        route = match.route
+        if route.codec is not None:
+            target = self.plane.target(route.codec, match.params, request, cached_only=True)
+            if target is None:
+                target = await in_thread(self.plane.target, route.codec, match.params, request)
+            assert target is not None
+            return await self.runner.infer(route.codec, target, request)
+        action = self.actions[route.action]
+        answer = await in_thread(action, request, match.params) if route.blocking else action(request, match.params)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    async def infer_async(self, route: Route, params: Mapping[str, str], request: Request, parsed: Any) -> Response:
+        """An inference route run on a body the caller already inflated and parsed (SageMaker /invocations)."""
+        try:
+            assert route.codec is not None
+            target = await in_thread(self.plane.target, route.codec, params, request)
+            assert target is not None
+            response = await self.runner.infer(route.codec, target, request, parsed)
+        except Exception as e:
+            response = error_response(e)
+        return self._tagged(response, Match(route, dict(params)))
+
+    @staticmethod
+    def _tagged(response: Response, match: Match | None) -> Response:
+        response.route = match.route.template if match is not None else None
+        return response
+
+    # ---- documentation -----------------------------------------------------------------------------------
+    @cached_property
+    def openapi_document(self) -> bytes:
+        """Generated from the route table on first request (FastAPI is imported only then)."""
+        from modelfn.http.openapi import openapi_document
+
+        return openapi_document(self)
+
+    def docs_page(self, request: Request) -> Response:
+        from modelfn.http.openapi import docs_html
+
+        return Response(200, docs_html(self.title), {"content-type": "text/html; charset=utf-8"})

@@ -1,0 +1,154 @@
+"""The one route table: every route modelfn serves, as data. The service dispatches from it, the Lambda and ASGI
+adapters reach it through the service, and the OpenAPI document (http/openapi.py) is generated from it, so a
+route is defined exactly once and the document describes exactly what is served."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from modelfn.errors import ModelfnError
+
+Codec = Literal["v2", "tf", "plain"]
+_PARAM = re.compile(r"\{(\w+)\}")
+
+
+class MethodNotAllowed(ModelfnError):
+    status = 405
+
+
+class RouteNotFound(ModelfnError):
+    status = 404
+
+
+@dataclass(frozen=True)
+class Route:
+    """`action` names the data-plane operation that answers; `codec` marks an inference route and its protocol.
+    `blocking`: the action may wait on the store or load a model, so servers run it off the event loop."""
+
+    method: str
+    template: str
+    action: str
+    tags: tuple[str, ...]
+    summary: str
+    codec: Codec | None = None
+    blocking: bool = False
+    documented: bool = True
+    query: tuple[str, ...] = ()
+    """Query parameters the route reads (documented in OpenAPI)."""
+    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # A parameter is one path segment without ':' (TF Serving's `:predict` follows the model name).
+        parts = _PARAM.split(self.template)
+        regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/:]+)" for i, p in enumerate(parts))
+        object.__setattr__(self, "pattern", re.compile(f"^{regex}$"))
+
+    @property
+    def params(self) -> list[str]:
+        return _PARAM.findall(self.template)
+
+
+V2 = "/v2/models/{name}"
+V2V = "/v2/models/{name}/versions/{version}"
+TF = "/v1/models/{name}"
+TFV = "/v1/models/{name}/versions/{version}"
+TFL = "/v1/models/{name}/labels/{label}"
+
+CORE_ROUTES: tuple[Route, ...] = (
+    # Open Inference Protocol (KServe v2)
+    Route("GET", "/v2", "server_metadata", ("v2",), "Server metadata"),
+    Route("GET", "/v2/health/live", "live", ("v2",), "Server liveness"),
+    Route("GET", "/v2/health/ready", "ready", ("v2",), "Server readiness: the store answers", blocking=True),
+    *(Route("GET", p, "v2_model", ("v2",), "Model metadata", blocking=True) for p in (V2, V2V)),
+    *(Route("GET", f"{p}/ready", "v2_model_ready", ("v2",), "Model readiness", blocking=True) for p in (V2, V2V)),
+    *(
+        Route("POST", f"{p}/infer", "infer", ("v2",), "Inference (JSON tensors or binary tensor data)", codec="v2")
+        for p in (V2, V2V)
+    ),
+    # TensorFlow Serving REST
+    *(Route("GET", p, "tf_status", ("tfserving",), "Model status", blocking=True) for p in (TF, TFV, TFL)),
+    *(Route("GET", f"{p}/metadata", "tf_metadata", ("tfserving",), "Metadata", blocking=True) for p in (TF, TFV, TFL)),
+    *(
+        Route(
+            "POST",
+            f"{p}:predict",
+            "infer",
+            ("tfserving",),
+            "Predict (row `instances` or columnar `inputs`)",
+            codec="tf",
+        )
+        for p in (TF, TFV, TFL)
+    ),
+    # plain
+    Route(
+        "POST",
+        "/predict",
+        "infer",
+        ("plain",),
+        "Predict with the function's own model",
+        codec="plain",
+        query=("model",),
+    ),
+    # process
+    Route("GET", "/health", "health", ("health",), "Process health and the models loaded in it"),
+    Route("GET", "/openapi.json", "openapi", ("docs",), "This document", blocking=True, documented=False),
+    Route("GET", "/docs", "docs", ("docs",), "The OpenAPI UI", documented=False),
+)
+
+CONTAINER_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/ping", "ping", ("container",), "SageMaker health check: 200 once the served models are loaded"),
+    Route(
+        "POST",
+        "/invocations",
+        "invocations",
+        ("container",),
+        "SageMaker inference: a v2, TF Serving or {'features'} request, or any route via X-Modelfn-Path",
+    ),
+    Route("GET", "/metrics", "metrics", ("container",), "Prometheus metrics"),
+)
+
+
+@dataclass(frozen=True)
+class Match:
+    route: Route
+    params: dict[str, str]
+
+
+class RouteTable:
+    """Static paths by dictionary lookup, templated ones by their patterns, in table order."""
+
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        self.routes = routes
+        self._static: dict[tuple[str, str], Route] = {}
+        self._dynamic: list[Route] = []
+        for r in routes:
+            if r.params:
+                self._dynamic.append(r)
+            else:
+                self._static[(r.method, r.template)] = r
+
+    def route(self, method: str, template: str) -> Route:
+        """The route of a template, for callers that pick one themselves (SageMaker /invocations)."""
+        for r in self.routes:
+            if r.method == method and r.template == template:
+                return r
+        raise KeyError(f"{method} {template}")
+
+    def match(self, method: str, path: str) -> Match:
+        """The route and its path parameters; 404 for an unknown path, 405 for a known path's other methods."""
+        route = self._static.get((method, path))
+        if route is not None:
+            return Match(route, {})
+        allowed: list[str] = [m for (m, t) in self._static if t == path]
+        for r in self._dynamic:
+            found = r.pattern.match(path)
+            if found is None:
+                continue
+            if r.method == method:
+                return Match(r, found.groupdict())
+            allowed.append(r.method)
+        if allowed:
+            raise MethodNotAllowed(f"{path} takes {' or '.join(sorted(set(allowed)))}, not {method}")
+        raise RouteNotFound(f"no route {method} {path}")

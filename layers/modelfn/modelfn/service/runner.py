@@ -1,0 +1,58 @@
+"""How an inference request runs on a server's event loop: what is quick runs inline (tens of microseconds),
+anything that may wait (a store round trip, a model load, a big or compressed body) runs in a worker thread, and
+with dynamic batching the predict step is the batcher's. The event loop never waits on the store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from modelfn.batching.batcher import Batcher
+from modelfn.model.loaded import LoadedModel
+from modelfn.service.dataplane import DataPlane, Target
+from modelfn.service.request import Request, Response
+from modelfn.service.routes import Codec
+
+T = TypeVar("T")
+
+INLINE_BYTES = 256 * 1024
+"""Uncompressed bodies up to this size for a loaded model are answered on the event loop; larger ones (and every
+compressed one, whose inflated size is unknown until inflated) go to a worker thread."""
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def is_quick(request: Request) -> bool:
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    return len(request.body) <= INLINE_BYTES and encoding in ("", "identity")
+
+
+class Runner:
+    def __init__(self, plane: DataPlane, batcher: Batcher | None = None) -> None:
+        self.plane = plane
+        self.batcher = batcher
+
+    async def model(self, target: Target) -> LoadedModel:
+        """The loaded model from memory when its resolution is fresh; otherwise resolved and loaded in a thread."""
+        model = self.plane.registry.lookup(target.name, target.version)
+        return model if model is not None else await in_thread(self.plane.model, target)
+
+    async def infer(self, codec: Codec, target: Target, request: Request, parsed: Any = None) -> Response:
+        model = await self.model(target)
+        quick = is_quick(request)
+        batcher = self.batcher if self.batcher is not None and self.batcher.enabled(model.name) else None
+        if batcher is None:
+            if quick:
+                return self.plane.run(codec, model, request, parsed)
+            return await in_thread(self.plane.run, codec, model, request, parsed)
+        with batcher.arriving():
+            if quick:
+                decoded = self.plane.decode(codec, model, request, parsed)
+            else:
+                decoded = await in_thread(self.plane.decode, codec, model, request, parsed)
+        results = await batcher.predict(model, decoded.inputs, decoded.outputs)
+        encoded = decoded.encode(results) if quick else await in_thread(decoded.encode, results)
+        return self.plane.answer(model, encoded)
