@@ -90,9 +90,12 @@ def _openapi_extra(route: Route) -> dict[str, Any] | None:
     content: dict[str, Any] = {"application/json": {"schema": schemas.schema(request)}}
     if route.codec == "v2":
         content["application/octet-stream"] = {
-            "schema": {"type": "string", "format": "binary"},
-            "description": "The binary tensor data extension: a JSON header of Inference-Header-Content-Length bytes, "
-            "then the tensors' bytes",
+            "schema": {
+                "type": "string",
+                "format": "binary",
+                "description": "The binary tensor data extension: a JSON header of Inference-Header-Content-Length "
+                "bytes, then the tensors' bytes",
+            }
         }
     return {
         "requestBody": {"required": True, "content": content},
