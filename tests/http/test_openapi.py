@@ -38,7 +38,7 @@ def test_the_document_validates_and_declares_every_parameter(document: dict[str,
             assert declared == in_path, (method, path)
             assert "422" not in op["responses"], (method, path)
             for p in op.get("parameters", []):
-                assert p["in"] != "query" or method == "post" and path == "/predict", (method, path, p["name"])
+                assert p["in"] != "query" or (method == "post" and path == "/predict"), (method, path, p["name"])
 
 
 def test_the_document_lists_exactly_the_served_routes(document: dict[str, Any]) -> None:
