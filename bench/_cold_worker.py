@@ -63,9 +63,8 @@ class _Context:
 
 def modelfn(phases):
     # what functions/mlp/app.py and its first request import, everything third-party included
+    import modelfn.adapters.lambda_http
     import modelfn.function
-    import modelfn.handlers.http
-    import modelfn.http.app
     import modelfn.model.onnx
     import modelfn.observability
     import modelfn.registry.loader

@@ -46,13 +46,13 @@ def _warm_invoke(res: dict[str, Any], profile: str) -> str:
     def p50(k: str) -> float:
         return float(r.get(k, {}).get("p50", float("nan")))
 
-    full, mangum = p50("modelfn"), p50("modelfn without Powertools (Mangum + FastAPI)")
+    full, mangum = p50("modelfn"), p50("modelfn without Powertools (the Lambda HTTP adapter and the service)")
     core, run = p50("modelfn core (decode, run, encode; no ASGI)"), p50("session.run alone")
     base, seed = p50("minimal handler"), p50("seed-style app")
     return f"""A warm invoke's p50, layer by layer (µs): session.run alone {run:.0f}; modelfn's protocol core
-(orjson decode, validation, run, encode) {core:.0f}; the real handler, which sends inference events straight to that
-core (the fast path: no ASGI round trip) inside the Powertools Logger and Metrics decorators, {full:.0f}. For
-comparison, the same request through Mangum and the FastAPI app, without Powertools, takes {mangum:.0f}. The minimal
+(orjson decode, validation, run, encode) {core:.0f}; the real handler (the Lambda HTTP adapter and the service's
+route table, no ASGI) inside the Powertools Logger and Metrics decorators, {full:.0f}; the same without the Powertools
+decorators, {mangum:.0f}. The minimal
 handler takes {base:.0f} and the seed-style app {seed:.0f}. modelfn's protocol work alone takes {core / base:.2f}× the
 hand-written handler's time; the rest of the gap ({full - core:.0f} µs) is Powertools' per-invoke work (Lambda
 context injection, the EMF metric set serialised and printed on every invoke) and modelfn's own metrics.

@@ -73,7 +73,7 @@ def measure(fns: dict[str, Handler], events: dict[str, dict[str, Any]], n: int, 
 
 def breakdown(fn: Any, body: str) -> dict[str, Handler]:
     """The same request through fewer of modelfn's layers, to show where a warm invoke's time goes: without the
-    Powertools decorators (Mangum + FastAPI app only), the protocol core alone (decode, run, encode, no ASGI),
+    Powertools decorators (the HTTP adapter and the service), the protocol core alone (decode, run, encode, no ASGI),
     and session.run alone."""
     import numpy as np
 
@@ -96,7 +96,7 @@ def breakdown(fn: Any, body: str) -> dict[str, Handler]:
         return {"statusCode": 200}
 
     return {
-        "modelfn without Powertools (Mangum + FastAPI)": fn._http_adapter,
+        "modelfn without Powertools (the Lambda HTTP adapter and the service)": fn._http_adapter,
         "modelfn core (decode, run, encode; no ASGI)": core,
         "session.run alone": run_only,
     }
