@@ -1,37 +1,36 @@
-"""Transport-neutral inference on a JSON request, for the paths that have no route to say the protocol
-(SQS messages): a v2 request has `inputs` as a list of named tensors, a TF Serving one `instances` or `inputs`."""
+"""Which protocol a parsed JSON request speaks, for the transports that have no route to say it (SQS messages,
+SageMaker `/invocations`). One function, so every such transport reads a body the same way."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from modelfn import jsonio
 from modelfn.errors import InvalidInput
-from modelfn.model.loaded import LoadedModel
-from modelfn.protocols import tfserving, v2
+
+Protocol = Literal["v2", "tf", "plain"]
 
 
-def is_v2(request: dict[str, Any]) -> bool:
-    inputs = request.get("inputs")
-    return isinstance(inputs, list) and bool(inputs) and all(isinstance(i, dict) and "name" in i for i in inputs)
-
-
-def infer_json(model: LoadedModel, body: bytes | str) -> bytes:
-    """Run one JSON request and answer what its protocol defines (v2 response or TF `predictions`/`outputs`)."""
-    request = jsonio.loads(body, "inference request")
+def protocol_of(request: Any, binary: bool = False) -> Protocol:
+    """The protocol of an already parsed body, checked in this order: v2 for `inputs` as a non-empty list of
+    named tensors (and whenever the body uses v2's binary tensor extension, `binary`: its JSON header is v2's to
+    decode); tf for TF Serving's `instances`, or `inputs` in any other form; plain for `{"features": ...}`."""
+    if binary:
+        return "v2"
     if not isinstance(request, dict):
-        raise InvalidInput("an inference request must be a JSON object (v2 'inputs' or TF 'instances'/'inputs')")
-    if is_v2(request):
-        req = v2.decode_parsed(request, memoryview(b""), model)
-        content, _ = v2.encode_response(model, model.predict(req.inputs, req.outputs or None), set(), req.id)
-        return content
+        raise InvalidInput(
+            f"an inference request must be a JSON object, not {type(request).__name__}: a v2 request "
+            "({'inputs': [{name, datatype, shape, data}]}), a TF Serving one ('instances' or 'inputs'), "
+            "or {'features': ...}"
+        )
+    inputs = request.get("inputs")
+    if isinstance(inputs, list) and inputs and all(isinstance(t, dict) and "name" in t for t in inputs):
+        return "v2"
     if "instances" in request or "inputs" in request:
-        rid = request.pop("id", None)
-        req_tf = tfserving.decode_parsed(request, model)
-        answer = tfserving.encode_response(model.predict(req_tf.inputs), req_tf.row_format)
-        if rid is not None:
-            answer["id"] = rid
-        return jsonio.dumps(answer)
+        return "tf"
+    if "features" in request:
+        return "plain"
+    keys = ", ".join(repr(k)[:40] for k in list(request)[:5]) or "none"
     raise InvalidInput(
-        "unrecognised request: expected v2 {'inputs': [{name, datatype, shape, data}]} or TF 'instances'"
+        f"cannot tell the protocol of this request (its keys: {keys}): send a v2 request ('inputs': [{{name, "
+        "datatype, shape, data}]), a TF Serving one ('instances' or 'inputs'), or {'features': ...}"
     )
