@@ -129,7 +129,7 @@ def test_disk_cache_serves_a_second_process_without_download(
     model = ModelRegistry.from_uri(s3_store, settings).get("mlp", 1)
     assert aws.count("GET", art) - before_first == 1
     sha = ModelRepository(open_store(s3_store)).manifest("mlp", 1).sha256
-    assert cached_files(cache_dir) == [cache_dir / "sha256" / f"{sha}.onnx"]
+    assert cached_files(cache_dir) == [cache_dir / "sha256" / sha / "model.onnx"]
     expected = model.predict({"input": np.ones((2, 256), dtype=np.float32)})["probabilities"]
 
     # Process 2: same disk cache, same store; it reads the manifest from S3 but never the artifact.
@@ -150,7 +150,7 @@ def test_disk_cache_serves_a_second_process_without_download(
     probabilities = np.asarray(result["probabilities"], dtype=np.float32)
     assert probabilities.shape == (2, 10)
     np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
-    assert cached_files(cache_dir) == [cache_dir / "sha256" / f"{sha}.onnx"]
+    assert cached_files(cache_dir) == [cache_dir / "sha256" / sha / "model.onnx"]
 
 
 def test_cached_file_with_wrong_sha256_is_fetched_again(s3_store: str, tmp_path: Path, aws: EmbeddedAWS) -> None:
@@ -158,7 +158,7 @@ def test_cached_file_with_wrong_sha256_is_fetched_again(s3_store: str, tmp_path:
     art = artifact_path(BUCKET, "iris", 1)
     reg = registry(s3_store, cache_dir)
     sha = reg.get("iris").sha256
-    cached = cache_dir / "sha256" / f"{sha}.onnx"
+    cached = cache_dir / "sha256" / sha / "model.onnx"
     good = cached.read_bytes()
     cached.write_bytes(good[:-10] + b"corrupted!")  # bit rot, a truncated copy, a tampered file
     assert file_sha256(cached) != sha
@@ -226,7 +226,7 @@ def test_corrupted_artifact_in_store_is_refused(
     )
     assert out["score"].shape == (1, 1)
     assert reg.status("ranker").ready
-    assert cached_files(cache_dir) == [cache_dir / "sha256" / f"{ranker.sha256}.onnx"]
+    assert cached_files(cache_dir) == [cache_dir / "sha256" / ranker.sha256 / "model.onnx"]
     problems = reg.preload()
     assert set(problems) == {"iris"}
     assert "sha256 mismatch" in problems["iris"]

@@ -206,12 +206,18 @@ class Plan:
 
 
 def cached_artifact(settings: Settings) -> Callable[[LoadedModel], Path | None]:
-    """Where the model cache keeps a model's verified artifact (see cache.ModelCache._artifact)."""
+    """Where the model cache keeps a model's verified artifact: the path its loader recorded, else (a model built
+    by hand from a cached one) the disk cache's folder for an artifact without external data."""
+    from modelfn.registry.loader import cached_path
 
     def locate(model: LoadedModel) -> Path | None:
-        if not model.sha256:
+        recorded = model.metadata.get("artifact")
+        if isinstance(recorded, str):
+            path = Path(recorded)
+        elif model.sha256:
+            path = cached_path(settings.for_model(model.name).cache_dir, model.sha256)
+        else:
             return None
-        path = settings.for_model(model.name).cache_dir / "sha256" / f"{model.sha256}.onnx"
         return path if path.exists() else None
 
     return locate

@@ -1,78 +1,164 @@
-"""Warm-start cache: each model version is fetched, verified and loaded once per process, and each artifact is
-kept on disk by sha256 so that a fresh process on a warm disk (a new Lambda environment, a restarted server)
-downloads nothing. A version whose bytes do not match its manifest is never served."""
+"""Warm-start cache: each model version is fetched, verified and loaded once per process, and each version's files
+are kept on disk by sha256 so that a fresh process on a warm disk (a new Lambda environment, a restarted server)
+downloads nothing. A version whose bytes do not match its manifest is never served. At most
+MODELFN_MAX_LOADED_VERSIONS versions (and MODELFN_MAX_LOADED_MB of their files) stay loaded, least recently used
+first out, so a client that names many versions cannot exhaust the process's memory."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelfn.errors import ModelfnError, NotReady
 from modelfn.model.loaded import LoadedModel
 from modelfn.model.onnx import load_session, read_signature, warm_up
+from modelfn.registry.labels import Resolutions
 from modelfn.settings import Settings
-from modelfn.store.base import file_sha256
-from modelfn.store.layout import Manifest, ModelRepository, artifact_key
+from modelfn.store.base import ObjectStore, file_sha256
+from modelfn.store.layout import ARTIFACT, Manifest, ModelRepository
 
 log = logging.getLogger("modelfn")
 Key = tuple[str, str, int]
+LabelKey = tuple[str, str, str | None]
+FAILURES_KEPT = 256
+"""Failed loads remembered at once (each for MODELFN_LABEL_TTL): enough for every version a store really has."""
+
+
+def number_or_label(version: str | int | None) -> int | str | None:
+    """The integer a version names directly (3 or "3"); a label, or None for the default, as it is."""
+    if isinstance(version, str) and version.isascii() and version.isdigit():
+        return int(version)
+    return version
+
+
+# ---- the files of a version on disk ----------------------------------------------------------------------------
+def path_problem(path: str) -> str | None:
+    """Why a manifest's file path could land outside its version folder (or be read two ways), or None if safe."""
+    parts = path.split("/")
+    problems = [
+        (path.startswith("/"), "is absolute"),
+        ("\\" in path, "contains a backslash"),
+        (any(ord(c) < 0x20 for c in path), "contains a control character"),
+        (".." in parts, "contains '..'"),
+        ("" in parts, "has an empty segment"),
+        ("." in parts, "has a '.' segment"),
+        (path == ARTIFACT, f"is the artifact's own name {ARTIFACT!r}"),
+    ]
+    return next((why for bad, why in problems if bad), None)
+
+
+def check_manifest(manifest: Manifest, name: str, version: int) -> None:
+    """Refuse, before anything is fetched, a manifest that claims another model or version than where it sits (the
+    location is what the client asked for, never what a copied or tampered manifest says) or whose files could
+    escape the version folder."""
+    where = f"model {name!r} version {version}"
+    if (manifest.name, manifest.version) != (name, version):
+        raise NotReady(f"{where}: its manifest names model {manifest.name!r} version {manifest.version}; not served")
+    seen: set[str] = set()
+    for f in manifest.files:
+        problem = path_problem(f.path) or ("is listed twice" if f.path in seen else None)
+        if problem:
+            raise NotReady(f"{where}: the manifest's file path {f.path!r} {problem}; not served")
+        seen.add(f.path)
+
+
+def cached_path(cache_dir: Path, bundle: str) -> Path:
+    """Where the disk cache keeps the model file of a version whose bundle_id is `bundle`."""
+    return cache_dir / "sha256" / bundle / ARTIFACT
+
+
+def bundle_id(manifest: Manifest) -> str:
+    """The disk-cache folder of a version: the artifact's sha256, or with external data the sha256 of the whole file
+    set, since the graph alone (naming its data by location) is the same across versions whose weights differ."""
+    if not manifest.files:
+        return manifest.sha256
+    files = sorted(manifest.files, key=lambda f: f.path)
+    lines = [f"{manifest.sha256}  {ARTIFACT}", *(f"{f.sha256}  {f.path}" for f in files)]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 class ModelCache:
-    """Process-wide: module-level `model_cache` below, reused while the environment is warm; `clear()` for tests."""
+    """Process-wide: module-level `model_cache` below, reused while the environment is warm; `clear()` for tests.
+
+    `stats` counts loads, files downloaded, files found intact on disk (disk_hits), cached files discarded for a
+    wrong sha256 (disk_discards), and versions unloaded to stay within the bounds (unloads)."""
 
     def __init__(self) -> None:
-        self._models: dict[Key, LoadedModel] = {}
+        self._models: OrderedDict[Key, LoadedModel] = OrderedDict()  # least recently used first
+        self._bytes: dict[Key, int] = {}
         self._failures: dict[Key, tuple[NotReady, float]] = {}
-        self._labels: dict[tuple[str, str, str | None], tuple[int, float]] = {}
-        self._locks: dict[Key, threading.Lock] = {}
+        self._labels: Resolutions[LabelKey, int] = Resolutions()
+        self._locks = KeyedLocks()
         self._guard = threading.Lock()
-        self.stats = {"loads": 0, "downloads": 0, "disk_hits": 0, "disk_discards": 0}
+        self.stats = {"loads": 0, "downloads": 0, "disk_hits": 0, "disk_discards": 0, "unloads": 0}
 
     def clear(self) -> None:
         with self._guard:
             self._models.clear()
+            self._bytes.clear()
             self._failures.clear()
             self._labels.clear()
-            self._locks.clear()
             for k in self.stats:
                 self.stats[k] = 0
 
     def forget_labels(self) -> None:
-        """Resolve labels afresh on next use (after a SnapStart restore the snapshot's resolutions are stale)."""
-        self._labels.clear()
+        """Resolve labels afresh on next use (after a SnapStart restore the snapshot's resolutions are stale); the
+        old ones stay as the fallback for a store that does not answer."""
+        self._labels.expire()
 
     def loaded(self) -> list[LoadedModel]:
         return list(self._models.values())
 
+    def sizes(self) -> dict[str, int]:
+        """How much the cache holds: loaded versions and their bytes, remembered failures and label resolutions,
+        and the locks of loads in flight (none of which may grow with requests for versions that do not exist)."""
+        return {
+            "models": len(self._models),
+            "bytes": sum(self._bytes.values()),
+            "failures": len(self._failures),
+            "labels": len(self._labels),
+            "locks": len(self._locks),
+        }
+
+    # ---- resolution ----------------------------------------------------------------------------------------
     def resolve(self, repo: ModelRepository, name: str, version: str | int | None, ttl: float) -> int:
         """Integer versions pass through; labels (and the default) are re-read from the store after `ttl` seconds,
-        so a label move reaches running processes without a restart."""
-        if isinstance(version, int) or (isinstance(version, str) and version.isdigit()):
-            return int(version)
-        key = (repo.uri, name, version)
-        hit = self._labels.get(key)
-        now = time.monotonic()
-        if hit and now - hit[1] < ttl:
-            return hit[0]
-        resolved = repo.resolve(name, version)
-        self._labels[key] = (resolved, now)
-        return resolved
+        so a label move reaches running processes without a restart, and kept while the store is down."""
+        label = number_or_label(version)
+        if isinstance(label, int):
+            return label
+        what = f"model {name!r} " + (f"label {label!r}" if label else "default version")
+        return self._labels.get((repo.uri, name, label), ttl, lambda: repo.resolve(name, label), what)
 
+    def fresh(self, repo: ModelRepository, name: str, version: str | int | None, ttl: float) -> int | None:
+        """The version a name resolves to if known within `ttl` seconds, else None: no I/O, no lock."""
+        label = number_or_label(version)
+        return label if isinstance(label, int) else self._labels.fresh((repo.uri, name, label), ttl)
+
+    # ---- loaded versions -----------------------------------------------------------------------------------
     def peek(self, repo: ModelRepository, name: str, version: int) -> LoadedModel | None:
-        """The loaded model if it is in memory, without loading (lets async callers skip a thread hop)."""
-        return self._models.get((repo.uri, name, version))
-
-    def get(self, repo: ModelRepository, name: str, version: int, settings: Settings) -> LoadedModel:
+        """The loaded model if it is in memory, without loading or locking (lets async callers skip a thread hop);
+        a hit counts as a use for the LRU order."""
         key = (repo.uri, name, version)
         model = self._models.get(key)
         if model is not None:
+            with suppress(KeyError):  # unloaded in between by another thread: this caller still holds the model
+                self._models.move_to_end(key)
+        return model
+
+    def get(self, repo: ModelRepository, name: str, version: int, settings: Settings) -> LoadedModel:
+        key = (repo.uri, name, version)
+        model = self.peek(repo, name, version)
+        if model is not None:
             return model
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:  # one loader per version; concurrent requests wait for it instead of loading twice
+        with self._locks.hold(key):  # one loader per version; concurrent requests wait for it instead of loading twice
             model = self._models.get(key)
             if model is not None:
                 return model
@@ -80,27 +166,54 @@ class ModelCache:
             if failed and time.monotonic() - failed[1] < max(settings.label_ttl, 1.0):
                 raise failed[0]
             try:
-                model = self._load(repo, name, version, settings)
+                model, size = self._load(repo, name, version, settings)
             except NotReady as e:
-                self._failures[key] = (e, time.monotonic())
-                log.error("%s", e.message)
+                self._fail(key, e)
                 raise
-            self._failures.pop(key, None)
-            self._models[key] = model
+            self._admit(key, model, size, settings)
             return model
 
-    def _load(self, repo: ModelRepository, name: str, version: int, settings: Settings) -> LoadedModel:
+    def _fail(self, key: Key, error: NotReady) -> None:
+        """Remember a failed load for a while (no re-download storm), keeping at most FAILURES_KEPT."""
+        log.error("%s", error.message)
+        with self._guard:
+            self._failures.pop(key, None)
+            self._failures[key] = (error, time.monotonic())
+            while len(self._failures) > FAILURES_KEPT:
+                del self._failures[next(iter(self._failures))]
+
+    def _admit(self, key: Key, model: LoadedModel, size: int, settings: Settings) -> None:
+        """Keep a new version loaded, unloading the least recently used beyond the bounds (never the new one). A
+        request still running an unloaded version holds its session, which Python frees once that request ends."""
+        limit = settings.max_loaded_mb * 1024 * 1024 if settings.max_loaded_mb else None
+        with self._guard:
+            self._failures.pop(key, None)
+            self._models[key] = model
+            self._bytes[key] = size
+            while len(self._models) > 1 and (
+                len(self._models) > settings.max_loaded_versions
+                or (limit is not None and sum(self._bytes.values()) > limit)
+            ):
+                old, gone = self._models.popitem(last=False)
+                self._bytes.pop(old, None)
+                self.stats["unloads"] += 1
+                log.info("unloaded model %r version %d (least recently used)", gone.name, gone.version)
+
+    def _load(self, repo: ModelRepository, name: str, version: int, settings: Settings) -> tuple[LoadedModel, int]:
+        """The loaded model and the bytes its files take."""
         started = time.perf_counter()
         settings = settings.for_model(name)
+        where = f"model {name!r} version {version}"
         manifest = repo.manifest(name, version)  # ModelNotFound propagates: the version does not exist
-        path = self._artifact(repo, manifest, settings.cache_dir)
-        try:
-            session = load_session(path, settings, what=f"model {name!r} version {version}")
+        check_manifest(manifest, name, version)
+        path = self._files(repo.store, name, version, manifest, settings.cache_dir)
+        try:  # from the version's own folder: onnxruntime finds external data relative to the model file
+            session = load_session(path, settings, what=where)
         except Exception as e:  # onnxruntime raises its own exception types for unloadable graphs
-            raise NotReady(f"model {name!r} version {version} failed to load: {e}") from e
+            raise NotReady(f"{where} failed to load: {e}") from e
         inputs, outputs = read_signature(session)
         if (inputs, outputs) != (manifest.inputs, manifest.outputs):
-            raise NotReady(f"model {name!r} version {version}: the artifact's signature differs from its manifest")
+            raise NotReady(f"{where}: the artifact's signature differs from its manifest")
         model = LoadedModel(
             name=name,
             version=version,
@@ -109,7 +222,7 @@ class ModelCache:
             outputs=outputs,
             sha256=manifest.sha256,
             providers=session.get_providers(),
-            metadata={"quantization": manifest.quantization, "created_at": manifest.created_at},
+            metadata={"quantization": manifest.quantization, "created_at": manifest.created_at, "artifact": str(path)},
             features=manifest.features,
         )
         if settings.warmup:
@@ -117,29 +230,77 @@ class ModelCache:
         model.load_seconds = time.perf_counter() - started
         self.stats["loads"] += 1
         log.info("loaded model %r version %d in %.1f ms", name, version, model.load_seconds * 1000)
-        return model
+        return model, manifest.size_bytes + sum(f.size_bytes for f in manifest.files)
 
-    def _artifact(self, repo: ModelRepository, manifest: Manifest, cache_dir: Path) -> Path:
-        """The verified local file for a manifest: from the disk cache if it still matches, else downloaded."""
-        path = cache_dir / "sha256" / f"{manifest.sha256}.onnx"
-        where = f"model {manifest.name!r} version {manifest.version}"
-        if path.exists():
-            if file_sha256(path) == manifest.sha256:
+    # ---- files on disk -------------------------------------------------------------------------------------
+    def _files(self, store: ObjectStore, name: str, version: int, manifest: Manifest, cache_dir: Path) -> Path:
+        """The verified local folder of a version (model.onnx and its external data, each under its manifest path):
+        what is intact on disk is kept, the rest is fetched. Returns the model file's path."""
+        where = f"model {name!r} version {version}"
+        model_path = cached_path(cache_dir, bundle_id(manifest))
+        folder = model_path.parent
+        for relative, sha256 in [(ARTIFACT, manifest.sha256)] + [(f.path, f.sha256) for f in manifest.files]:
+            path = folder / relative
+            if self._on_disk(folder, path, sha256, where):
                 self.stats["disk_hits"] += 1
-                return path
-            log.warning("%s: cached %s no longer matches its sha256; fetching again", where, path)
-            self.stats["disk_discards"] += 1
-            path.unlink(missing_ok=True)
+                continue
+            try:
+                digest = store.download_verified(f"{name}/{version}/{relative}", path, sha256)
+            except (ModelfnError, OSError, ValueError) as e:  # LocalStore: ValueError for a key leaving its root
+                raise NotReady(f"{where}: {relative} could not be fetched: {getattr(e, 'message', e)}") from e
+            self.stats["downloads"] += 1
+            if digest != sha256:
+                raise NotReady(
+                    f"{where}: sha256 mismatch in {relative}: the manifest says {sha256}, the store has {digest}; "
+                    "not served"
+                )
+        return model_path
+
+    def _on_disk(self, folder: Path, path: Path, sha256: str, where: str) -> bool:
+        """Whether the cached copy holds the manifest's bytes as a plain file in its folder; one that does not (bit
+        rot, a truncated copy, a symlink whose target could change later) is removed, to be fetched again."""
+        if not path.parent.resolve().is_relative_to(folder.resolve()):
+            raise NotReady(f"{where}: the disk cache's {path.parent} leads outside {folder}; not served")
+        if not path.is_symlink() and not path.exists():
+            return False
+        if not path.is_symlink() and file_sha256(path) == sha256:
+            return True
+        log.warning("%s: cached %s no longer matches its sha256; fetching again", where, path)
+        self.stats["disk_discards"] += 1
+        path.unlink(missing_ok=True)
+        return False
+
+
+@dataclass
+class _Held:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+
+
+class KeyedLocks:
+    """One lock per key, kept only while someone holds or waits for it: as many as the loads in flight, however
+    many distinct (perhaps nonexistent) versions clients ask for."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, _Held] = {}
+        self._guard = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextmanager
+    def hold(self, key: Hashable) -> Iterator[None]:
+        with self._guard:
+            held = self._locks.setdefault(key, _Held())
+            held.users += 1
         try:
-            digest = repo.store.download_verified(artifact_key(manifest.name, manifest.version), path, manifest.sha256)
-        except ModelfnError as e:
-            raise NotReady(f"{where}: artifact could not be fetched: {e.message}") from e
-        self.stats["downloads"] += 1
-        if digest != manifest.sha256:
-            raise NotReady(
-                f"{where}: sha256 mismatch: the manifest says {manifest.sha256}, the artifact has {digest}; not served"
-            )
-        return path
+            with held.lock:
+                yield
+        finally:
+            with self._guard:
+                held.users -= 1
+                if not held.users:
+                    del self._locks[key]
 
 
 model_cache = ModelCache()

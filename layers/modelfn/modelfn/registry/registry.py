@@ -3,12 +3,12 @@ the warm-start cache. HTTP, SQS and S3 all go through here; only decoding differ
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from modelfn.errors import ModelfnError, ModelNotFound
 from modelfn.model.loaded import LoadedModel
+from modelfn.registry.labels import Resolutions
 from modelfn.registry.loader import ModelCache, model_cache
 from modelfn.settings import Settings
 from modelfn.store import ModelRepository, open_store
@@ -34,30 +34,27 @@ class ModelRegistry:
         self.settings = settings or Settings()
         self.allowed = sorted(set(models)) if models else None
         self.cache = cache or model_cache
-        self._names: tuple[list[str], float] | None = None
+        self._names: Resolutions[str, list[str]] = Resolutions(limit=1)
 
     @classmethod
     def from_uri(cls, uri: str, settings: Settings | None = None, models: Iterable[str] | None = None) -> ModelRegistry:
         return cls(ModelRepository(open_store(uri)), settings, models)
 
     def cached_model_names(self) -> list[str] | None:
-        """The served models if listed within MODELFN_LABEL_TTL seconds, else None (without touching the store)."""
-        if self._names is not None and time.monotonic() - self._names[1] < self.settings.label_ttl:
-            return self._names[0]
-        return None
+        """The served models if listed within MODELFN_LABEL_TTL seconds, else None (no I/O, no lock)."""
+        return self._names.fresh(self.repo.uri, self.settings.label_ttl)
 
     def model_names(self) -> list[str]:
         """The served models, re-listed from the store after MODELFN_LABEL_TTL seconds (as labels are), so a
-        request path that needs the list (/predict without a model) never pays a store round trip."""
-        cached = self.cached_model_names()
-        if cached is not None:
-            return cached
-        now = time.monotonic()
+        request path that needs the list (/predict without a model) never pays a store round trip; while the store
+        is down, the last list it gave."""
+        return self._names.get(
+            self.repo.uri, self.settings.label_ttl, self._list_models, f"the models of {self.repo.uri}"
+        )
+
+    def _list_models(self) -> list[str]:
         names = self.repo.models()
-        if self.allowed is not None:
-            names = [n for n in names if n in self.allowed]
-        self._names = (names, now)
-        return names
+        return names if self.allowed is None else [n for n in names if n in self.allowed]
 
     def _check_served(self, name: str) -> None:
         check_name(name)
@@ -79,6 +76,15 @@ class ModelRegistry:
 
     def peek(self, name: str, version: int) -> LoadedModel | None:
         return self.cache.peek(self.repo, name, version)
+
+    def lookup(self, name: str, version: str | int | None = None) -> LoadedModel | None:
+        """The loaded model when `version` resolves within MODELFN_LABEL_TTL (an integer always does) and that
+        version is in memory, else None: no I/O and no blocking lock, so an event loop may call it and run `get` in
+        a worker thread only when this says None."""
+        if self.allowed is not None and name not in self.allowed:
+            return None
+        resolved = self.cache.fresh(self.repo, name, version, self.settings.label_ttl)
+        return None if resolved is None else self.cache.peek(self.repo, name, resolved)
 
     def versions(self, name: str) -> list[int]:
         self._check_served(name)
