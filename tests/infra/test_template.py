@@ -169,6 +169,8 @@ def test_functions_have_layer_runtime_handlers_and_environment(
             assert env["MODELFN_VERSION"]["Fn::If"][2] == {"Ref": "AWS::NoValue"}, lid  # unset unless given
             if kind == "Batch":
                 assert env["MODELFN_INPUT_PREFIX"] == f"incoming/{m}/", lid
+                # SQS request_uri is followed only under requests/ of the input bucket, which the policy lets it read
+                assert env["MODELFN_REQUESTS_PREFIX"] == "s3://modelfn-prod-input-123456789012-us-east-1/requests", lid
                 assert p["Timeout"] == 900, lid
             else:
                 assert p["Timeout"] < 30 and p["MemorySize"] == {"Ref": "HttpMemorySize"}, lid
@@ -470,7 +472,8 @@ def test_outputs_and_env_json_cover_every_function(sam: dict[str, Any]) -> None:
     want = {"MODELFN_STORE": "s3://modelfn-models/models", "MODELFN_RESULTS": "s3://modelfn-results/results"}
     assert env["Parameters"] == want
     for lid in functions:
-        assert env[lid] == want, lid
+        batch = {"MODELFN_REQUESTS_PREFIX": "s3://modelfn-input/requests"} if lid.endswith("BatchFunction") else {}
+        assert env[lid] == want | batch, lid
 
 
 # ---------------------------------------------------------------------------------------------------------------
