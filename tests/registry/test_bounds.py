@@ -132,7 +132,7 @@ def test_remembered_failures_are_bounded(tmp_path: Path) -> None:
 def test_lookup_answers_from_memory_while_the_resolution_is_fresh(
     s3_store: str, tmp_path: Path, aws: EmbeddedAWS
 ) -> None:
-    reg = ModelRegistry.from_uri(s3_store, Settings(cache_dir=tmp_path / "cache", label_ttl=0.5))
+    reg = ModelRegistry.from_uri(s3_store, Settings(cache_dir=tmp_path / "cache", label_ttl=1.0))
     assert reg.lookup("iris") is None  # nothing resolved yet: the caller loads in a worker thread
     model = reg.get("iris")
     reg.get("iris", "stable")
@@ -146,7 +146,7 @@ def test_lookup_answers_from_memory_while_the_resolution_is_fresh(
     assert reg.lookup("no such model!") is None
     assert len(aws.requests) == requests
 
-    time.sleep(0.6)  # past the TTL: a label may have moved, so only `get` (in a thread) may answer
+    time.sleep(1.1)  # past the TTL: a label may have moved, so only `get` (in a thread) may answer
     assert reg.lookup("iris") is None
     assert reg.lookup("iris", "stable") is None
     assert reg.lookup("iris", 1) is model  # an integer needs no resolution
