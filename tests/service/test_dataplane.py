@@ -26,7 +26,8 @@ def pinned(s3_store: str, tmp_path_factory: pytest.TempPathFactory) -> ModelFunc
 
 
 def _post(fn: ModelFunction, path: str, body: bytes) -> Response:
-    return fn.service.handle(Request("POST", path, "", {"content-type": "application/json"}, body))
+    answer: Response = fn.service.handle(Request("POST", path, "", {"content-type": "application/json"}, body))
+    return answer
 
 
 @pytest.mark.parametrize(

@@ -102,7 +102,9 @@ class ModelFunction:
     def _sqs_adapter(self) -> Any:
         from modelfn.adapters.sqs import RequestSource, SqsHandler
 
-        return SqsHandler(self.model, self.results, self.name, RequestSource.from_settings(self.settings))
+        return SqsHandler(
+            self.service.plane, self.model, self.results, self.name, RequestSource.from_settings(self.settings)
+        )
 
     @cached_property
     def _s3_adapter(self) -> Any:

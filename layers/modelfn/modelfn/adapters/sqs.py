@@ -20,8 +20,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from modelfn import jsonio
 from modelfn.errors import InvalidInput, ModelfnError, ModelNotFound, PayloadTooLarge
 from modelfn.model.loaded import LoadedModel
-from modelfn.protocols import tfserving, v2
 from modelfn.protocols.sniff import protocol_of
+from modelfn.service.dataplane import DataPlane
+from modelfn.service.request import Request
 from modelfn.settings import Settings
 from modelfn.store import ObjectStore, open_store
 
@@ -113,21 +114,16 @@ def _bad_segment(path: str) -> bool:
     return any(part in ("", ".", "..") for part in path.split("/"))
 
 
-def respond(model: LoadedModel, request: Any) -> bytes:
-    """The answer that the parsed request's protocol defines: a v2 response, or TF Serving's `predictions` /
-    `outputs` (with the request's `id` when it has one)."""
+def respond(plane: DataPlane, model: LoadedModel, request: Any) -> bytes:
+    """The answer that the parsed request's protocol defines, from the data plane every transport uses: a v2
+    response, or TF Serving's `predictions` / `outputs` (with the request's `id` when it has one)."""
     kind = protocol_of(request)
-    if kind == "v2":
-        req = v2.decode_parsed(request, memoryview(b""), model)
-        content, _ = v2.encode_response(model, model.predict(req.inputs, req.outputs or None), set(), req.id)
-        return content
-    if kind == "tf":
-        req_tf = tfserving.decode_parsed(request, model)
-        answer = tfserving.encode_response(model.predict(req_tf.inputs), req_tf.row_format)
-        if request.get("id") is not None:
-            answer["id"] = request["id"]
-        return jsonio.dumps(answer)
-    raise InvalidInput("an SQS message is a v2 or TF Serving request; {'features': ...} is for POST /predict only")
+    if kind == "plain":
+        raise InvalidInput("an SQS message is a v2 or TF Serving request; {'features': ...} is for POST /predict only")
+    answer = plane.run(kind, model, Request("POST", "sqs"), parsed=request)
+    if kind == "tf" and request.get("id") is not None:  # appended to the answer object, not parsed again
+        return answer.body[:-1] + b',"id":' + jsonio.dumps(request["id"]) + b"}"
+    return answer.body
 
 
 def log_failure(model: str, version: int | None, message_id: str, error: BaseException) -> None:
@@ -145,11 +141,13 @@ def log_failure(model: str, version: int | None, message_id: str, error: BaseExc
 class SqsHandler:
     def __init__(
         self,
+        plane: DataPlane,
         model: Callable[[], LoadedModel],
         results: Callable[[], ObjectStore],
         name: str,
         requests: RequestSource,
     ) -> None:
+        self.plane = plane
         self.model = model
         self.results = results
         self.name = name
@@ -162,7 +160,7 @@ class SqsHandler:
         try:
             model = self.model()
             version = model.version
-            answer = respond(model, self.requests.parse(record.body))
+            answer = respond(self.plane, model, self.requests.parse(record.body))
             key = f"{self.name}/{record.message_id}.json"
             self.results().write_bytes(key, answer)
         except Exception as e:

@@ -113,7 +113,10 @@ class Service:
 
     @staticmethod
     def _tagged(response: Response, match: Match | None) -> Response:
-        response.route = match.route.template if match is not None else None
+        """The matched route's template, unless an inner route already answered (SageMaker /invocations runs
+        one: metrics then show the route that ran)."""
+        if response.route is None and match is not None:
+            response.route = match.route.template
         return response
 
     # ---- documentation -----------------------------------------------------------------------------------
