@@ -158,7 +158,16 @@ def run_dev(host: str, port: int, s3_port: int, once: bool, workdir: str | None)
     registry = ModelRegistry.from_uri(STORE, settings)
     for name, problem in registry.preload().items():
         print(f"warning: {name}: {problem}", file=sys.stderr)
-    server = uvicorn.Server(uvicorn.Config(create_app(registry), host=host, port=port, log_level="warning"))
+    hooks = {}
+    if Path("functions").is_dir():  # the repository's functions: /predict answers with their hooks, as on Lambda
+        from modelfn_tools.serve import ServeError, load_function_hooks
+
+        try:
+            hooks = load_function_hooks(Path("functions"), STORE)
+        except ServeError as e:
+            print(f"warning: function hooks not loaded: {e}", file=sys.stderr)
+    app = create_app(registry, hooks=hooks)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
