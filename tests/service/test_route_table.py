@@ -124,3 +124,19 @@ def test_container_routes_answer(transports: dict[str, Any]) -> None:
     assert client.post("/invocations", json={"features": [ROW]}).json()["predictions"][0]["label"] == 0
     client.get("/v2/models/iris")  # loads the model if this module's cache was cleared
     assert client.get("/ping").status_code == 200
+
+
+def test_the_fastapi_app_of_the_table_answers_as_the_service(transports: dict[str, Any]) -> None:
+    """The FastAPI app is built from the table for its OpenAPI document; its handlers are thin calls into the
+    service, so it answers alike too."""
+    from modelfn.http.openapi import fastapi_app
+
+    service = transports["asgi"].app.service
+    with TestClient(fastapi_app(service)) as client:
+        for case in CASES:
+            if case.path in ("/openapi.json", "/docs"):
+                continue
+            got = asgi_answer(client, case)
+            want = asgi_answer(transports["asgi"], case)
+            assert (got.status, got.headers["content-type"]) == (want.status, want.headers["content-type"]), case
+            assert got.body == want.body or case.path == "/health", case

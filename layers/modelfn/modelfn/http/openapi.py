@@ -1,6 +1,6 @@
 """FastAPI built from the service's route table: each route registered once, with its real path (and query)
 parameters, its request and response schemas and the errors it can answer, its handler a thin call into the
-service. Its OpenAPI document is what /openapi.json serves; the app itself answers alike (see `fastapi_app`)."""
+service's ASGI adapter. Its OpenAPI document is what /openapi.json serves; the app itself answers alike."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from fastapi.responses import Response as FastAPIResponse
 
 from modelfn import __version__, jsonio
 from modelfn.http import schemas
-from modelfn.service.request import Request, declared_length, too_large
 from modelfn.service.routes import Route
+from modelfn.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
+    from modelfn.adapters.asgi import AsgiApp
     from modelfn.service.dispatch import Service
 
 DESCRIPTION = "ONNX models served over the Open Inference Protocol (KServe v2), TF Serving REST and /predict."
@@ -34,26 +35,23 @@ _BODIES: dict[str, tuple[type[Any], type[Any]]] = {
 }
 
 
-def _endpoint(service: Service, route: Route) -> Any:
-    """An async handler whose signature declares the route's path and query parameters (FastAPI documents what
-    a signature declares), answering through the service exactly as the adapters do."""
-    limit = service.registry.settings.max_body_bytes
+class _Delegate(FastAPIResponse):
+    """Hands the request to the service's ASGI adapter: the one body reader and error mapping there is."""
+
+    def __init__(self, app: AsgiApp) -> None:
+        super().__init__()
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def _endpoint(app: AsgiApp, route: Route) -> Any:
+    """A handler whose signature declares the route's path and query parameters (FastAPI documents what a
+    signature declares) and which answers through the service exactly as the adapters do."""
 
     async def endpoint(request: StarletteRequest, **_: str) -> FastAPIResponse:
-        declared_length({k.lower(): v for k, v in request.headers.items()}, limit)
-        body = await request.body()
-        if len(body) > limit:
-            raise too_large(limit)
-        answer = await service.handle_async(
-            Request(
-                request.method,
-                request.url.path,
-                request.url.query,
-                {k.lower(): v for k, v in request.headers.items()},
-                body,
-            )
-        )
-        return FastAPIResponse(answer.body, status_code=answer.status, headers=answer.headers)
+        return _Delegate(app)
 
     params = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=StarletteRequest)]
     params += [
@@ -105,12 +103,15 @@ def _openapi_extra(route: Route) -> dict[str, Any] | None:
 
 def fastapi_app(service: Service) -> FastAPI:
     """The FastAPI app of the route table (its own docs routes off: the table has them)."""
+    from modelfn.adapters.asgi import AsgiApp
+
+    adapter = AsgiApp(service)
     app = FastAPI(title=service.title, version=__version__, description=DESCRIPTION, docs_url=None, redoc_url=None)
     app.openapi_url = None
     for route in service.table.routes:
         app.add_api_route(
             route.template,
-            _endpoint(service, route),
+            _endpoint(adapter, route),
             methods=[route.method],
             tags=list(route.tags),
             summary=route.summary,
