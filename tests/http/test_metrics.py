@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 from modelfn_tools.publish import publish
@@ -41,7 +42,7 @@ def test_client_input_never_becomes_a_label(example_dir: Path, tmp_path: Path) -
     registry = ModelRegistry.from_uri(store, Settings(cache_dir=tmp_path / "cache"), ["iris"])
     app = create_container_app(registry, models=["iris"])
 
-    async def run() -> tuple[set[object], set[object], str]:
+    async def run() -> tuple[set[Any], set[Any], str]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
             assert (await client.post("/v2/models/iris/infer", json=V2)).status_code == 200
             await _mistakes(client, 0, 20)  # every kind of mistake once, so their series exist
