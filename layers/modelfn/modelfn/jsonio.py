@@ -36,14 +36,8 @@ def dumps(obj: Any) -> bytes:
 
 def tensor_list(arr: np.ndarray) -> Any:
     """A JSON-ready nested list for one tensor, exactly as tolist() would give but serialised by orjson."""
-    if arr.dtype == np.object_:
-        return _text(arr.tolist())
+    if arr.dtype == np.object_:  # strings: onnxruntime's are str already (any bytes go through _default)
+        return arr.tolist()
     if arr.ndim == 0:
         return arr.item()
     return np.ascontiguousarray(arr)
-
-
-def _text(x: Any) -> Any:
-    if isinstance(x, list):
-        return [_text(v) for v in x]
-    return x.decode("utf-8", errors="replace") if isinstance(x, bytes) else x

@@ -45,4 +45,7 @@ class LoadedModel:
         except (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.Fail) as e:
             # Shapes passed validation but the graph disagrees (e.g. a fixed inner dim hidden behind -1).
             raise InvalidInput(f"model {self.name!r} version {self.version} rejected the input: {e}") from e
+        except UnicodeEncodeError as e:  # a str no UTF-8 can hold (a lone surrogate), e.g. from a preprocess hook
+            strings = [s.name for s in self.inputs if s.datatype == "BYTES"]
+            raise InvalidInput(f"string input(s) {strings}: a value is not encodable as UTF-8 ({e.reason})") from e
         return dict(zip(names, (np.asarray(r) for r in results), strict=True))

@@ -25,20 +25,21 @@ class TFRequest:
     row_format: bool
 
 
-def _unb64(value: Any) -> Any:
+def _unb64(value: Any, where: str) -> Any:
+    """{"b64": ...} values as their bytes (which `coerce` then takes as UTF-8 text); plain strings stay."""
     if isinstance(value, list):
-        return [_unb64(v) for v in value]
+        return [_unb64(v, where) for v in value]
     if isinstance(value, dict) and set(value) == {"b64"}:
         try:
             return base64.b64decode(value["b64"], validate=True)
         except (ValueError, TypeError) as e:
-            raise InvalidInput(f"invalid base64 value: {e}") from e
+            raise InvalidInput(f"{where}: invalid base64 value: {e}") from e
     return value
 
 
 def _tensor(spec: TensorSpec, value: Any, where: str) -> np.ndarray:
     if spec.datatype == "BYTES":
-        value = _unb64(value)
+        value = _unb64(value, where)
     return coerce(spec, value, None, where)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from modelfn import jsonio
 from modelfn.errors import InvalidInput
 from modelfn.model.loaded import LoadedModel
-from modelfn.model.signature import NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec, coerce
+from modelfn.model.signature import NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec, coerce, reshape, utf8
 
 HEADER = "Inference-Header-Content-Length"
 
@@ -37,8 +37,9 @@ def _shape(raw: Any, where: str) -> list[int]:
 
 
 def decode_bytes_tensor(buf: bytes | memoryview, where: str) -> np.ndarray:
-    """BYTES in binary form: each element is a 4-byte little-endian length followed by that many bytes."""
-    items: list[bytes] = []
+    """BYTES in binary form: each element is a 4-byte little-endian length followed by that many bytes, which
+    must be UTF-8: the elements come back as `str`, what onnxruntime's string tensors take."""
+    items: list[str] = []
     view = memoryview(buf)
     pos = 0
     while pos < len(view):
@@ -48,14 +49,15 @@ def decode_bytes_tensor(buf: bytes | memoryview, where: str) -> np.ndarray:
         pos += 4
         if pos + n > len(view):
             raise InvalidInput(f"{where}: BYTES element of {n} bytes runs past the end of the data")
-        items.append(bytes(view[pos : pos + n]))
+        items.append(utf8(view[pos : pos + n], f"{where} element {len(items)}"))
         pos += n
     return np.array(items, dtype=np.object_)
 
 
 def encode_bytes_tensor(arr: np.ndarray) -> bytes:
+    """The binary form of a string tensor: each element's UTF-8 bytes after their 4-byte little-endian length."""
     parts = []
-    for item in arr.ravel():
+    for item in arr.reshape(-1).tolist():
         data = item if isinstance(item, bytes) else str(item).encode("utf-8")
         parts.append(struct.pack("<I", len(data)))
         parts.append(data)
@@ -69,11 +71,8 @@ def _binary_tensor(spec: TensorSpec, shape: list[int], buf: memoryview, where: s
         itemsize = spec.dtype.itemsize
         if len(buf) % itemsize:
             raise InvalidInput(f"{where}: {len(buf)} bytes is not a whole number of {spec.datatype} elements")
-        arr = np.frombuffer(buf, dtype=spec.dtype.newbyteorder("<"))
-    count = int(np.prod(shape)) if shape else 1
-    if arr.size != count:
-        raise InvalidInput(f"{where}: shape {shape} needs {count} elements, the binary data holds {arr.size}")
-    return arr.reshape(shape)
+        arr = np.frombuffer(buf, dtype=spec.dtype.newbyteorder("<"))  # bit-exact: every value fits its dtype
+    return reshape(arr, shape, f"{where} (binary data)")
 
 
 def decode_request(body: bytes, header_length: int | None, model: LoadedModel) -> V2Request:
@@ -94,66 +93,88 @@ def decode_parsed(req: Any, binary: memoryview, model: LoadedModel) -> V2Request
     raw_inputs = req.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInput("inference request needs a non-empty 'inputs' list")
+    inputs = _decode_inputs(raw_inputs, binary, model)
+    outputs, binary_outputs = _requested_outputs(req, model)
+    rid = req.get("id")
+    return V2Request(inputs, outputs, binary_outputs, str(rid) if rid is not None else None)
+
+
+def _decode_inputs(raw_inputs: list[Any], binary: memoryview, model: LoadedModel) -> dict[str, np.ndarray]:
+    """Each input from its JSON `data` or, in input order, from its slice of the binary part."""
     specs = {s.name: s for s in model.inputs}
     inputs: dict[str, np.ndarray] = {}
     offset = 0
     for i, item in enumerate(raw_inputs):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise InvalidInput(f"inputs[{i}] must be an object with a 'name'")
-        name = item["name"]
-        where = f"input {name!r}"
-        if name in inputs:
+        spec, shape, where = _declared(item, i, specs, model)
+        if spec.name in inputs:
             raise InvalidInput(f"{where} appears twice")
-        spec = specs.get(name)
-        if spec is None:
-            raise InvalidInput(f"unknown input {name!r}; the model expects {[s.describe() for s in model.inputs]}")
-        datatype = item.get("datatype")
-        if datatype not in V2_TO_NUMPY:
-            raise InvalidInput(f"{where}: unknown datatype {datatype!r}; expected {spec.datatype}")
-        if datatype != spec.datatype:
-            raise InvalidInput(f"{where}: datatype {datatype} does not match the model's {spec.datatype}")
-        shape = _shape(item.get("shape"), where)
-        params = item.get("parameters") or {}
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        size = _binary_size(item, where)
         if size is not None:
-            if not isinstance(size, int) or size < 0:
-                raise InvalidInput(f"{where}: binary_data_size must be a non-negative integer")
             if offset + size > len(binary):
                 raise InvalidInput(
                     f"{where}: binary_data_size {size} runs past the {len(binary)} bytes of binary data"
                     " after the header"
                 )
-            inputs[name] = _binary_tensor(spec, shape, binary[offset : offset + size], where)
+            inputs[spec.name] = _binary_tensor(spec, shape, binary[offset : offset + size], where)
             offset += size
         elif "data" in item:
-            inputs[name] = coerce(spec, item["data"], shape, where)
+            inputs[spec.name] = coerce(spec, item["data"], shape, where)
         else:
             raise InvalidInput(f"{where} has neither 'data' nor parameters.binary_data_size")
     if offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} bytes of binary data after the header belong to no input")
+    return inputs
 
+
+def _declared(
+    item: Any, i: int, specs: Mapping[str, TensorSpec], model: LoadedModel
+) -> tuple[TensorSpec, list[int], str]:
+    """The model's spec for one request input, after checking the name, datatype and shape it declares."""
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise InvalidInput(f"inputs[{i}] must be an object with a 'name'")
+    name = item["name"]
+    where = f"input {name!r}"
+    spec = specs.get(name)
+    if spec is None:
+        raise InvalidInput(f"unknown input {name!r}; the model expects {[s.describe() for s in model.inputs]}")
+    datatype = item.get("datatype")
+    if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
+        raise InvalidInput(f"{where}: unknown datatype {datatype!r}; expected {spec.datatype}")
+    if datatype != spec.datatype:
+        raise InvalidInput(f"{where}: datatype {datatype} does not match the model's {spec.datatype}")
+    return spec, _shape(item.get("shape"), where), where
+
+
+def _binary_size(item: dict[str, Any], where: str) -> int | None:
+    params = item.get("parameters") or {}
+    size = params.get("binary_data_size") if isinstance(params, dict) else None
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise InvalidInput(f"{where}: binary_data_size must be a non-negative integer")
+    return size
+
+
+def _requested_outputs(req: dict[str, Any], model: LoadedModel) -> tuple[list[str], set[str]]:
+    """The outputs asked for (none: all) and which of them are to be binary."""
     req_params = req.get("parameters") or {}
     binary_all = bool(isinstance(req_params, dict) and req_params.get("binary_data_output"))
+    raw_outputs = req.get("outputs")
+    if raw_outputs is None:
+        return [], set(model.output_names) if binary_all else set()
+    if not isinstance(raw_outputs, list):
+        raise InvalidInput("'outputs' must be a list of {'name': ...} objects")
     outputs: list[str] = []
     binary_outputs: set[str] = set()
-    raw_outputs = req.get("outputs")
-    if raw_outputs is not None:
-        if not isinstance(raw_outputs, list):
-            raise InvalidInput("'outputs' must be a list of {'name': ...} objects")
-        for j, out in enumerate(raw_outputs):
-            if not isinstance(out, dict) or not isinstance(out.get("name"), str):
-                raise InvalidInput(f"outputs[{j}] must be an object with a 'name'")
-            outputs.append(out["name"])
-            oparams = out.get("parameters") or {}
-            if isinstance(oparams, dict) and oparams.get("classification"):
-                raise InvalidInput("the classification extension is not supported; request the raw output")
-            flag = oparams.get("binary_data") if isinstance(oparams, dict) else None
-            if flag or (flag is None and binary_all):
-                binary_outputs.add(out["name"])
-    elif binary_all:
-        binary_outputs = set(model.output_names)
-    rid = req.get("id")
-    return V2Request(inputs, outputs, binary_outputs, str(rid) if rid is not None else None)
+    for j, out in enumerate(raw_outputs):
+        if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+            raise InvalidInput(f"outputs[{j}] must be an object with a 'name'")
+        outputs.append(out["name"])
+        oparams = out.get("parameters") or {}
+        if isinstance(oparams, dict) and oparams.get("classification"):
+            raise InvalidInput("the classification extension is not supported; request the raw output")
+        flag = oparams.get("binary_data") if isinstance(oparams, dict) else None
+        if flag or (flag is None and binary_all):
+            binary_outputs.add(out["name"])
+    return outputs, binary_outputs
 
 
 def encode_response(
