@@ -9,8 +9,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from modelfn.errors import ModelNotFound, PublishError
-from modelfn.store import ObjectStore, open_store
+from modelfn.errors import InvalidInput, ModelNotFound, PublishError, StoreError
+from modelfn.store import ObjectStore, open_store, split_uri
 from modelfn.store.base import CHUNK
 from modelfn.store.local import LocalStore
 from modelfn.store.s3 import S3Store
@@ -224,8 +224,113 @@ def test_open_store_plain_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         "s3:///no-bucket",
         "file://models/x",  # a host, not a path: would silently mean /x
         "file://./models",
+        "s3//bucket/x",  # would silently be the local folder ./s3/bucket/x
+        "file//tmp/models",
+        "s3:/bucket",
+        "s3:bucket/x",
+        "s3://",
+        "s3://user@bucket/x",
+        "s3://bucket:9000/x",
+        "s3://bucket/models?versionId=1",
+        "s3://bucket/models#frag",
+        "file://rel",
+        "file:rel/models",
+        "file:",
+        "file:///tmp/x?y=1",
+        "",
+        " ./models",
+        "./models ",
     ],
 )
 def test_open_store_rejects_bad_uris(uri: str) -> None:
-    with pytest.raises(ValueError, match="store URI"):
+    with pytest.raises(ValueError, match="store URI") as e:
         open_store(uri)
+    assert isinstance(e.value, InvalidInput)  # a 400 for the edges; still a ValueError for older callers
+    assert e.value.status == 400
+    assert "s3://bucket/prefix" in e.value.message
+    assert "file:///abs/path" in e.value.message
+    assert "plain path" in e.value.message
+
+
+def test_open_store_accepts_the_documented_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for uri in ("models", "./models", "models/sub", "models//sub", f"file:{tmp_path}/models", f"{tmp_path}//a"):
+        store = open_store(uri)
+        assert isinstance(store, LocalStore), uri
+    assert open_store("./models").uri == open_store("models").uri == (tmp_path / "models").resolve().as_uri()
+
+
+@pytest.mark.parametrize("uri", ["s3//bucket/key.csv", "s3:/bucket/key.csv", "s3://bucket", "file://rel/x.csv"])
+def test_split_uri_rejects_bad_uris(uri: str) -> None:
+    with pytest.raises(InvalidInput, match="s3://") as e:
+        split_uri(uri)
+    assert isinstance(e.value, ValueError)
+
+
+# --- conditional writes -----------------------------------------------------------------------------------------
+
+
+def test_write_if_is_compare_and_swap(store: ObjectStore) -> None:
+    assert store.read_with_token("m/labels.json") == (None, None)
+    assert store.write_if("m/labels.json", b"first", None)  # None: only while absent
+    assert not store.write_if("m/labels.json", b"again", None)
+    data, token = store.read_with_token("m/labels.json")
+    assert (data, token is not None) == (b"first", True)
+    assert store.write_if("m/labels.json", b"second", token)
+    assert not store.write_if("m/labels.json", b"stale", token)  # based on a state that is gone
+    assert store.read_bytes("m/labels.json") == b"second"
+    assert not store.write_if("m/absent.json", b"x", token)  # a token for an object that does not exist
+    assert not store.exists("m/absent.json")
+
+
+def test_update_never_loses_a_concurrent_change(store: ObjectStore) -> None:
+    """Threads incrementing one counter through `update`: a read-modify-write without the conditional write loses
+    increments; with it every one lands."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def increment(current: bytes | None) -> bytes:
+        return str(int(current or b"0") + 1).encode()
+
+    def work() -> None:
+        for _ in range(10):
+            store.update("counter", increment)
+
+    with ThreadPoolExecutor(4) as pool:
+        for f in [pool.submit(work) for _ in range(4)]:
+            f.result()
+    assert store.read_bytes("counter") == b"40"
+
+
+def test_update_retries_on_a_fresh_read(store: ObjectStore) -> None:
+    """Another writer slips in between update's read and its write: the write is refused and `change` runs again on
+    what the other writer wrote."""
+    store.write_bytes("k", b"a")
+    seen: list[bytes | None] = []
+
+    def change(current: bytes | None) -> bytes:
+        seen.append(current)
+        if len(seen) == 1:
+            store.write_bytes("k", b"b")  # the interloper
+        return (current or b"") + b"+"
+
+    assert store.update("k", change) == b"b+"
+    assert seen == [b"a", b"b"]
+    assert store.read_bytes("k") == b"b+"
+
+
+def test_update_gives_up_with_a_store_error(store: ObjectStore) -> None:
+    def always_interrupted(current: bytes | None) -> bytes:
+        store.write_bytes("k", os.urandom(8))
+        return b"mine"
+
+    with pytest.raises(StoreError, match="other writers kept changing it") as e:
+        store.update("k", always_interrupted, attempts=3)
+    assert e.value.status == 502
+    assert store.read_bytes("k") != b"mine"
+
+
+def test_local_write_if_leaves_only_its_lock_file(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.update("m/labels.json", lambda _: b"{}")
+    assert sorted(os.listdir(tmp_path / "m")) == [".labels.json.lock", "labels.json"]
+    assert store.list_dirs("") == ["m"]

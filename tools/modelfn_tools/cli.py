@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from modelfn.errors import ModelfnError
+from modelfn.errors import InvalidInput, ModelfnError
 
 
 def _print(obj: Any) -> None:
@@ -17,17 +17,25 @@ def _print(obj: Any) -> None:
 
 
 def cmd_publish(a: argparse.Namespace) -> int:
-    from modelfn_tools.publish import publish, settings_store
+    from modelfn_tools.publish import parse_features, publish, settings_store
 
     store = settings_store(a.store)
-    _print(publish(Path(a.model), store, a.name, a.version, a.quantize, a.label, not a.quiet, a.per_channel))
+    features = parse_features(a.features) if a.features is not None else None
+    _print(publish(Path(a.model), store, a.name, a.version, a.quantize, a.label, not a.quiet, a.per_channel, features))
     return 0
 
 
 def cmd_label(a: argparse.Namespace) -> int:
-    from modelfn_tools.publish import set_label, settings_store
+    from modelfn_tools.publish import delete_label, set_label, settings_store
 
-    labels = set_label(settings_store(a.store), a.name, a.label, a.version)
+    if a.delete is not None:
+        if a.label is not None:
+            raise InvalidInput("give either LABEL VERSION or --delete LABEL, not both")
+        labels = delete_label(settings_store(a.store), a.name, a.delete)
+    elif a.label is None or a.version is None:
+        raise InvalidInput("give LABEL VERSION to point a label at a version, or --delete LABEL to remove one")
+    else:
+        labels = set_label(settings_store(a.store), a.name, a.label, a.version)
     _print({"name": a.name, "labels": labels})
     return 0
 
@@ -109,14 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-channel", action="store_true", help="with --quantize: one scale per output channel (transformers)"
     )
     s.add_argument("--label", action="append", default=[], help="point this label at the new version (repeatable)")
+    s.add_argument("--features", metavar="A,B,...", help="column names of the single [N, K] input's K features")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_publish)
 
-    s = sub.add_parser("label", help="point a version label at a version")
+    s = sub.add_parser("label", help="point a version label at a version, or remove a label")
     s.add_argument("--store")
     s.add_argument("--name", required=True)
-    s.add_argument("label")
-    s.add_argument("version", type=int)
+    s.add_argument("label", nargs="?")
+    s.add_argument("version", nargs="?", type=int)
+    s.add_argument("--delete", metavar="LABEL", help="remove this label instead")
     s.set_defaults(fn=cmd_label)
 
     s = sub.add_parser("models", help="list models, versions and labels")

@@ -5,17 +5,28 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
+import random
+import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO, Protocol
-from urllib.parse import unquote, urlparse
+from urllib.parse import ParseResult, unquote, urlparse
+
+from modelfn.errors import InvalidInput, StoreError
 
 Progress = Callable[[int], None]
 """Called with the number of bytes moved since the last call."""
 
 CHUNK = 1024 * 1024
+URI_FORMS = "s3://bucket/prefix, file:///abs/path, or a plain path such as ./models"
+_SCHEME_WITHOUT_COLON = re.compile(r"^(s3[an]?|file|gs|gcs|https?|ftp|az|abfss?|hdfs)//", re.IGNORECASE)
+
+
+class StoreURIError(InvalidInput, ValueError):
+    """A malformed store URI: a 400 for the edges and the CLI, and still a ValueError for callers that catch one."""
 
 
 class ObjectWriter(Protocol):
@@ -52,6 +63,27 @@ class ObjectStore(abc.ABC):
     def open_writer(self, key: str) -> AbstractContextManager[ObjectWriter]:
         """A writer whose object appears only when the `with` block exits cleanly: on an exception nothing is
         left behind (S3: the multipart upload is aborted; local: the temporary file is removed)."""
+
+    @abc.abstractmethod
+    def read_with_token(self, key: str) -> tuple[bytes | None, str | None]:
+        """The object (None if absent) and a token naming that exact state, for `write_if`."""
+
+    @abc.abstractmethod
+    def write_if(self, key: str, data: bytes, token: str | None) -> bool:
+        """Write atomically only if the object is still in the state `token` names (token None: still absent);
+        False, writing nothing, if another writer got there first."""
+
+    def update(self, key: str, change: Callable[[bytes | None], bytes], attempts: int = 30) -> bytes:
+        """Read-modify-write that never loses a concurrent writer's change: `change` gets the current bytes
+        (None if absent) and returns the new ones, which are written only if nobody wrote in between; otherwise
+        it runs again on a fresh read. Returns what was written."""
+        for attempt in range(attempts):
+            current, token = self.read_with_token(key)
+            new = change(current)
+            if self.write_if(key, new, token):
+                return new
+            time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))  # jitter, so racing writers spread out
+        raise StoreError(f"could not update {self.join(key)}: other writers kept changing it ({attempts} attempts)")
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -93,36 +125,73 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def open_store(uri: str) -> ObjectStore:
-    """`s3://bucket/prefix`, `file:///abs/path` or a plain path. Backends are imported only when used."""
+def _malformed(uri: str, why: str) -> StoreURIError:
+    return StoreURIError(f"store URI {uri!r} is malformed ({why}); expected {URI_FORMS}")
+
+
+def _check_plain_path(uri: str) -> None:
+    """A plain path is a local folder, unless it is a URI with a typo: `s3//bucket` would otherwise silently
+    become the folder ./s3/bucket."""
+    if not uri or uri != uri.strip():
+        raise _malformed(uri, "empty, or surrounded by whitespace")
+    if _SCHEME_WITHOUT_COLON.match(uri):
+        raise _malformed(uri, f"a scheme without its ':', did you mean {uri.replace('//', '://', 1)!r}?")
+
+
+def _s3_location(uri: str, parsed: ParseResult) -> tuple[str, str]:
+    """(bucket, key or prefix) of an s3:// URI, refusing forms S3 would read differently than the user meant."""
+    if not uri[len(parsed.scheme) :].startswith("://") or not parsed.netloc:
+        raise _malformed(uri, "s3 URIs are s3://bucket/prefix")
+    if "@" in parsed.netloc or ":" in parsed.netloc:
+        raise _malformed(uri, f"{parsed.netloc!r} is not a bucket name")
+    if parsed.query or parsed.fragment or parsed.params:
+        raise _malformed(uri, "'?', '#' and ';' are not part of an S3 key here")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def _file_path(uri: str, parsed: ParseResult) -> Path:
+    """The absolute path of a file: URI (file:///abs/path, file://localhost/abs/path, file:/abs/path)."""
+    if parsed.netloc not in ("", "localhost"):  # file://models/x would silently mean /x
+        raise _malformed(uri, f"{parsed.netloc!r} is a host, not part of the path: use file:///abs/path")
+    if parsed.query or parsed.fragment or parsed.params:
+        raise _malformed(uri, "'?', '#' and ';' are not part of a path here")
+    path = unquote(parsed.path)
+    if not path.startswith("/"):
+        raise _malformed(uri, "file URIs take an absolute path")
+    return Path(path)
+
+
+def _parse(uri: str) -> ParseResult:
     parsed = urlparse(uri)
+    if parsed.scheme in ("s3", "file"):
+        return parsed
+    if len(parsed.scheme) > 1:  # one letter is a Windows drive: a plain path
+        raise StoreURIError(f"unsupported store URI {uri!r}: expected {URI_FORMS}")
+    _check_plain_path(uri)
+    return parsed
+
+
+def open_store(uri: str) -> ObjectStore:
+    """`s3://bucket/prefix`, `file:///abs/path` or a plain path; anything else is a StoreURIError (400) naming
+    the expected forms. Backends are imported only when used."""
+    parsed = _parse(uri)
     if parsed.scheme == "s3":
         from modelfn.store.s3 import S3Store
 
-        if not parsed.netloc:
-            raise ValueError(f"store URI {uri!r} names no bucket")
-        return S3Store(parsed.netloc, parsed.path.strip("/"))
-    if parsed.scheme == "file":
-        from modelfn.store.local import LocalStore
+        return S3Store(*_s3_location(uri, parsed))
+    from modelfn.store.local import LocalStore
 
-        if parsed.netloc not in ("", "localhost"):  # file://models/x would silently mean /x
-            raise ValueError(f"store URI {uri!r} names a host {parsed.netloc!r}: use file:///abs/path")
-        return LocalStore(Path(unquote(parsed.path)))
-    if parsed.scheme in ("", None) or len(parsed.scheme) == 1:  # a plain path (or a Windows drive letter)
-        from modelfn.store.local import LocalStore
-
-        return LocalStore(Path(uri))
-    raise ValueError(f"unsupported store URI {uri!r}: use s3://bucket/prefix, file:///path or a path")
+    return LocalStore(_file_path(uri, parsed) if parsed.scheme == "file" else Path(uri))
 
 
 def split_uri(uri: str) -> tuple[ObjectStore, str]:
     """An object URI as (store holding it, key): s3://bucket/a/b.csv -> (s3://bucket, 'a/b.csv'),
     file:///x/y.csv or /x/y.csv -> (file:///x, 'y.csv')."""
-    parsed = urlparse(uri)
+    parsed = _parse(uri)
     if parsed.scheme == "s3":
-        key = parsed.path.lstrip("/")
-        if not parsed.netloc or not key:
-            raise ValueError(f"{uri!r} does not name an object: use s3://bucket/key")
-        return open_store(f"s3://{parsed.netloc}"), key
-    path = Path(unquote(parsed.path) if parsed.scheme == "file" else uri).expanduser().resolve()
+        bucket, key = _s3_location(uri, parsed)
+        if not key:
+            raise StoreURIError(f"{uri!r} does not name an object: use s3://bucket/key")
+        return open_store(f"s3://{bucket}"), key
+    path = (_file_path(uri, parsed) if parsed.scheme == "file" else Path(uri)).expanduser().resolve()
     return open_store(str(path.parent)), path.name

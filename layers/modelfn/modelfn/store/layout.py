@@ -78,6 +78,21 @@ def labels_key(name: str) -> str:
     return f"{name}/{LABELS}"
 
 
+def parse_labels(data: bytes | None, where: str) -> dict[str, int]:
+    """labels.json as {label: version}; None (no file yet) is no labels."""
+    if data is None:
+        return {}
+    try:
+        raw = json.loads(data)
+        return {str(k): int(v) for k, v in raw.items()}
+    except (AttributeError, TypeError, ValueError) as e:  # JSONDecodeError is a ValueError
+        raise StoreError(f"{where} is not valid JSON of the form {{label: version}}: {e}") from e
+
+
+def dump_labels(labels: dict[str, int]) -> bytes:
+    return json.dumps(labels, indent=2, sort_keys=True).encode()
+
+
 class ModelRepository:
     """Models, versions, labels and manifests of one store. Reads only; publishing lives in tools."""
 
@@ -98,12 +113,10 @@ class ModelRepository:
 
     def labels(self, name: str) -> dict[str, int]:
         try:
-            raw = json.loads(self.store.read_bytes(labels_key(check_name(name))))
+            data = self.store.read_bytes(labels_key(check_name(name)))
         except ModelNotFound:
             return {}
-        except json.JSONDecodeError as e:
-            raise StoreError(f"{self.store.join(labels_key(name))} is not valid JSON: {e}") from e
-        return {str(k): int(v) for k, v in raw.items()}
+        return parse_labels(data, self.store.join(labels_key(name)))
 
     def manifest(self, name: str, version: int) -> Manifest:
         key = manifest_key(check_name(name), version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -96,6 +97,28 @@ class LocalStore(ObjectStore):
             os.replace(tmp, dest)
         finally:
             Path(tmp).unlink(missing_ok=True)
+
+    def read_with_token(self, key: str) -> tuple[bytes | None, str | None]:
+        """The token is the content's sha256: equal bytes are an equal state, so a write based on them is right."""
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None, None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def write_if(self, key: str, data: bytes, token: str | None) -> bool:
+        """Compare and replace under an exclusive lock (flock on a sidecar `.<name>.lock`, which excludes other
+        processes and threads alike), so no writer can slip in between the check and the atomic replace."""
+        import fcntl  # POSIX only, and needed only here: the store stays importable elsewhere
+
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with dest.with_name(f".{dest.name}.lock").open("ab") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            if self.read_with_token(key)[1] != token:
+                return False
+            self._atomic_write(dest, lambda f: f.write(data))
+            return True
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+_CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+"""A conditional write lost: the object changed (412), or a concurrent conditional write was in flight (409)."""
 
 
 @cache
@@ -73,11 +75,37 @@ class S3Store(ObjectStore):
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
         except ClientError as e:
-            if _code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if _code(e) in _CONFLICT:
                 raise PublishError(f"{self.join(key)} already exists") from e
             raise self._fail(key, "write", e) from e
         except BotoCoreError as e:
             raise self._fail(key, "write", e) from e
+
+    def read_with_token(self, key: str) -> tuple[bytes | None, str | None]:
+        """The token is the object's ETag, which `write_if` hands back to S3 as If-Match."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return response["Body"].read(), response["ETag"]
+        except ClientError as e:
+            if _code(e) in ("NoSuchKey", "404", "NotFound"):
+                return None, None
+            raise self._fail(key, "read", e) from e
+        except BotoCoreError as e:
+            raise self._fail(key, "read", e) from e
+
+    def write_if(self, key: str, data: bytes, token: str | None) -> bool:
+        """S3's conditional PUT (If-Match the ETag read, or If-None-Match * for a new object): S3 itself refuses a
+        write based on a stale read, so two writers never both succeed from one state."""
+        condition: dict[str, Any] = {"IfNoneMatch": "*"} if token is None else {"IfMatch": token}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
+        except ClientError as e:
+            if _code(e) in _CONFLICT or (token is not None and _code(e) in ("NoSuchKey", "404")):  # deleted since
+                return False
+            raise self._fail(key, "write", e) from e
+        except BotoCoreError as e:
+            raise self._fail(key, "write", e) from e
+        return True
 
     def iter_chunks(self, key: str) -> Iterator[bytes]:
         try:
