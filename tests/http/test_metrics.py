@@ -46,6 +46,7 @@ def test_client_input_never_becomes_a_label(example_dir: Path, tmp_path: Path) -
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
             assert (await client.post("/v2/models/iris/infer", json=V2)).status_code == 200
             await _mistakes(client, 0, 20)  # every kind of mistake once, so their series exist
+            await client.get("/metrics")  # and the exposition's own
             before, first = _series(), (await client.get("/metrics")).text
             await _mistakes(client, 20, 1000)
             after, body = _series(), (await client.get("/metrics")).text
