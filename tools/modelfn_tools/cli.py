@@ -80,6 +80,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
         batching=a.batching,
         max_batch_size=a.max_batch_size,
         max_batch_wait_ms=a.max_batch_wait_ms,
+        functions=a.functions,
     )
 
 
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve every model of a store over HTTP")
     s.add_argument("--store")
     s.add_argument("--models", help="comma-separated subset to serve")
+    s.add_argument(
+        "--functions", help="a folder of functions (<name>/app.py): serve each with its hooks, as Lambda does"
+    )
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--log-level", default="warning")
