@@ -27,18 +27,19 @@ no model download, so this function's cold start is boto3's.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from modelfn import jsonio
 from modelfn.adapters.lambda_http import LambdaHttp
+from modelfn.errors import ModelfnError
 from modelfn.protocols import sagemaker
 from modelfn.service.request import Request, Response, json_response
+from modelfn.service.routes import CORE_ROUTES, RouteTable
 
 SERVER_PATHS = {"/v2", "/v2/health/live", "/v2/health/ready", "/health"}
-_MODEL_PATH = re.compile(r"^/(v1|v2)/models/([^/:]+)(.*)$")
+ROUTES = RouteTable(CORE_ROUTES)
 _ERRORS = {
     "ValidationError": 502,  # unknown endpoint, bad parameters
     "ModelNotReadyException": 503,
@@ -71,28 +72,33 @@ class SageMakerProxy:
         self.model = model
         self.public_model = public_model or model
 
-    def target(self, method: str, path: str, query: str) -> str | None:
-        """`METHOD /path?query` for the container, or None when the path is not this model's."""
-        m = _MODEL_PATH.match(path)
-        if m:
-            version, name, rest = m.groups()
-            if self.public_model is not None and name != self.public_model:
+    def target(self, request: Request) -> str | None:
+        """`METHOD /path?query` for the container, or None when the route is not this model's. Routes are the
+        service's own table (ModelfnError when the table has no such route), the public name rewritten to the container's."""
+        route = ROUTES.match(request.method, request.path)
+        params, query = dict(route.params), request.query
+        if "name" in params:
+            if self.public_model is not None and params["name"] != self.public_model:
                 return None
-            path = f"/{version}/models/{self.model or name}{rest}"
-        elif path == "/predict":
-            params = dict(parse_qsl(query, keep_blank_values=True))
-            asked = params.get("model")
+            params["name"] = self.model or params["name"]
+        elif route.route.template == "/predict":
+            pairs = dict(parse_qsl(query, keep_blank_values=True))
+            asked = pairs.get("model")
             if asked is not None and self.public_model is not None and asked != self.public_model:
                 return None
             if self.model is not None:
-                params["model"] = self.model
-            query = urlencode(params)
-        elif path not in SERVER_PATHS:
+                pairs["model"] = self.model
+            query = urlencode(pairs)
+        elif route.route.template not in SERVER_PATHS:
             return None
-        return f"{method} {path}" + (f"?{query}" if query else "")
+        path = route.route.template.format(**params)
+        return f"{request.method} {path}" + (f"?{query}" if query else "")
 
     def handle(self, request: Request) -> Response:
-        route = self.target(request.method, request.path, request.query)
+        try:
+            route = self.target(request)
+        except ModelfnError:  # no such route (or method) in the table: nothing the endpoint serves
+            route = None
         if route is None:
             served = self.public_model or "this function's model"
             return json_response({"error": f"{request.path} is not served here (serving: {served})"}, 404)
