@@ -74,7 +74,7 @@ class SageMakerProxy:
 
     def target(self, request: Request) -> str | None:
         """`METHOD /path?query` for the container, or None when the route is not this model's. Routes are the
-        service's own table (ModelfnError when the table has no such route), the public name rewritten to the container's."""
+        service's own table (ModelfnError when it has no such route); the public name becomes the container's."""
         route = ROUTES.match(request.method, request.path)
         params, query = dict(route.params), request.query
         if "name" in params:
