@@ -158,7 +158,7 @@ def example_inputs(specs: Sequence[TensorSpec], batch: int = 1) -> dict[str, np.
     for s in specs:
         shape = tuple(batch if d == -1 else d for d in s.shape)
         if s.datatype == "BYTES":
-            out[s.name] = np.full(shape, b"", dtype=np.object_)
+            out[s.name] = np.full(shape, "", dtype=np.object_)  # onnxruntime takes str for tensor(string)
         else:
             out[s.name] = np.zeros(shape, dtype=s.dtype)
     return out

@@ -19,7 +19,11 @@ Postprocess = Callable[[list[dict[str, Any]], LoadedModel], list[dict[str, Any]]
 
 
 def decode_request(body: bytes, model: LoadedModel, preprocess: Preprocess | None = None) -> dict[str, np.ndarray]:
-    req = jsonio.loads(body, "predict request")
+    return decode_parsed(jsonio.loads(body, "predict request"), model, preprocess)
+
+
+def decode_parsed(req: Any, model: LoadedModel, preprocess: Preprocess | None = None) -> dict[str, np.ndarray]:
+    """Decode an already parsed body (SageMaker /invocations parses it once to tell its protocol)."""
     if not isinstance(req, dict) or "features" not in req:
         raise InvalidInput('body must be {"features": [...]} (one row) or {"features": [[...], ...]} (rows)')
     features = req["features"]

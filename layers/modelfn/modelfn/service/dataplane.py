@@ -123,7 +123,10 @@ class DataPlane:
             tf = tfserving.decode_parsed(parsed, model) if parsed is not None else tfserving.decode_request(body, model)
             return Decoded(tf.inputs, None, lambda r: (jsonio.dumps(tfserving.encode_response(r, tf.row_format)), {}))
         hooks = self.hooks.get(model.name, Hooks())
-        inputs = plain.decode_request(jsonio.dumps(parsed) if parsed is not None else body, model, hooks.preprocess)
+        if parsed is not None:
+            inputs = plain.decode_parsed(parsed, model, hooks.preprocess)
+        else:
+            inputs = plain.decode_request(body, model, hooks.preprocess)
         return Decoded(inputs, None, lambda r: (jsonio.dumps(plain.encode_response(r, model, hooks.postprocess)), {}))
 
     @staticmethod
