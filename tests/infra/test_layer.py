@@ -22,7 +22,7 @@ NOT_IN_LAYER = frozenset({"moto", "uvicorn", "yaml", "tqdm", "onnx"})
 # (runtime module, dependency) pairs allowed inside functions, each on a path the Lambda handlers never take.
 ALLOWED_IN_FUNCTIONS = {
     ("modelfn/container.py", "uvicorn"): "the container entrypoint (GPU image, SageMaker) runs uvicorn",
-    ("modelfn/batching/batcher.py", "onnx"): "dynamic batching (servers only, never on Lambda) rewrites int8 graphs",
+    ("modelfn/batching/rewrite.py", "onnx"): "dynamic batching (servers only, never on Lambda) rewrites int8 graphs",
 }
 # Requirement names of the tooling and server extras, none of which the layer may install.
 TOOLING_REQUIREMENTS = frozenset({"moto", "uvicorn", "pyyaml", "tqdm", "onnx", "prometheus-client"})
