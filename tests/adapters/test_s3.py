@@ -540,3 +540,80 @@ def test_blank_lines_are_not_rows(
     errors = boto3.client("s3").get_object(Bucket=results_bucket, Key="results/iris/blank.csv.errors.jsonl")
     (error,) = [json.loads(line) for line in errors["Body"].read().splitlines()]
     assert (error["row"], error["id"]) == (2, "r2")
+
+
+# ---- what real files bring -----------------------------------------------------------------------------------
+def test_bytes_that_are_not_utf8_are_a_row_error_not_an_exception(
+    iris_fn: ModelFunction, s3: S3, input_bucket: str, results_bucket: str, lambda_context: LambdaContext
+) -> None:
+    """An exception out of the handler would have Lambda retry the object forever."""
+    data = b"".join(iris_csv(20_000)).replace(b"\n000000012345-", b"\n00000001\xff345-", 1)
+    assert b"\xff" in data
+    s3.put(input_bucket, "incoming/iris/latin1.csv", data)
+    (done,) = iris_fn.s3_handler(s3_put_event(input_bucket, "incoming/iris/latin1.csv"), lambda_context)["results"]
+    assert (done["rows"], done["scored"], done["errors"]) == (20_000, 19_999, 1)
+    (error,) = errors_of(s3.get(results_bucket, "results/iris/latin1.csv.errors.jsonl"))
+    assert error["row"] == 12_346 and error["error"] == "not UTF-8 text: byte 0xff in field 1"
+    assert error["id"].startswith("00000001\ufffd345-")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n", "looks like data, but a CSV file needs a header line"),
+        (HEADER + b'a,5.1,3.5,1.4,0.2\n"b,5.1,3.5,1.4,0.2\n', "row 2: a quoted field is not closed"),
+        (b"id,a,b,c\nr1,1,2,3\n", "has 3 feature column(s) ['a', 'b', 'c']"),
+    ],
+    ids=["no header", "quote never closed", "too few columns"],
+)
+def test_a_file_that_cannot_be_scored_is_reported_not_raised(
+    body: bytes,
+    reason: str,
+    iris_fn: ModelFunction,
+    s3: S3,
+    input_bucket: str,
+    results_bucket: str,
+    lambda_context: LambdaContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key = "incoming/iris/broken.csv"
+    s3.put(input_bucket, key, body)
+    with caplog.at_level("ERROR", logger="modelfn"):
+        (done,) = iris_fn.s3_handler(s3_put_event(input_bucket, key), lambda_context)["results"]
+    assert done["input"] == f"s3://{input_bucket}/{key}" and reason in done["error"]
+    assert any(reason in r.getMessage() for r in caplog.records)
+    assert s3.keys(results_bucket) == []
+    assert s3.uploads(results_bucket) == []
+
+
+def test_parquet_that_is_not_parquet_is_reported(
+    iris_fn: ModelFunction, s3: S3, input_bucket: str, results_bucket: str, lambda_context: LambdaContext
+) -> None:
+    s3.put(input_bucket, "incoming/iris/fake.parquet", b"id,a\n1,2\n")
+    (done,) = iris_fn.s3_handler(s3_put_event(input_bucket, "incoming/iris/fake.parquet"), lambda_context)["results"]
+    assert "not a Parquet file" in done["error"]
+    assert s3.keys(results_bucket) == []
+
+
+def test_the_results_object_is_complete_before_the_errors_object_appears(
+    iris_fn: ModelFunction,
+    s3: S3,
+    input_bucket: str,
+    results_bucket: str,
+    lambda_context: LambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(MultipartWriter, "PART_SIZE", 5 * 1024 * 1024)  # the results go up in parts
+    completed: list[tuple[str, list[str]]] = []
+    complete = MultipartWriter.complete
+
+    def spy_complete(self: MultipartWriter) -> None:
+        completed.append((self.key, s3.keys(results_bucket)))
+        complete(self)
+
+    monkeypatch.setattr(MultipartWriter, "complete", spy_complete)
+    s3.put(input_bucket, "incoming/iris/order.csv", b"".join(iris_csv(120_000, {7: "too few fields"})))
+    iris_fn.s3_handler(s3_put_event(input_bucket, "incoming/iris/order.csv"), lambda_context)
+    out, err = "results/iris/order.csv", "results/iris/order.csv.errors.jsonl"
+    assert completed == [(out, []), (err, [out])]  # nothing visible before the results; then only them
+    assert s3.keys(results_bucket) == [out, err]

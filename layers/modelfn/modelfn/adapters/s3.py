@@ -1,5 +1,6 @@
 """S3 ObjectCreated batch scoring, and Step Functions Distributed Map item batches for files too large for one
-invocation. Both go through the same RowScorer."""
+invocation. Both go through the same RowScorer. A file that cannot be scored as a whole is reported in the
+handler's answer and logged, never raised: Lambda would retry it forever."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ from urllib.parse import unquote_plus
 
 from modelfn.errors import InvalidInput
 from modelfn.model.loaded import LoadedModel
-from modelfn.scoring.formats import Chunk
-from modelfn.scoring.scorer import RowScorer, score_object
+from modelfn.scoring import ERRORS_SUFFIX, RowScorer, score_object
+from modelfn.scoring.records import RowBuilder
 from modelfn.store import ObjectStore, open_store
 from modelfn.store.s3 import S3Store
 
 log = logging.getLogger("modelfn")
-ERRORS_SUFFIX = ".errors.jsonl"
 
 
 class S3Handler:
@@ -64,24 +64,22 @@ class S3Handler:
 
 
 def score_items(model: LoadedModel, event: dict[str, Any]) -> dict[str, Any]:
-    """A Distributed Map item batch: Items are CSV rows as objects (header -> string). Features are the non-id
-    columns, in BatchInput.columns order if given, else in the order of the first item's keys."""
+    """A Distributed Map item batch: Items are CSV rows as objects (header -> text), matched to the model's inputs
+    as a file's columns are (`modelfn.scoring.layout`); where the names are not known, the features are the
+    non-id columns, in BatchInput.columns order if given, else in the order of the first item's keys."""
     items = event["Items"]
     batch_input = event.get("BatchInput") or {}
     scorer = RowScorer(model)
-    columns = batch_input.get("columns") or [k for k in (items[0] if items else {}) if k != "id"]
-    has_id = any(isinstance(it, dict) and "id" in it for it in items)
-    chunk = Chunk([], [], [], has_id)
+    first = items[0] if items and isinstance(items[0], dict) else {}
+    rows = RowBuilder(scorer.layout, text=True, keys=batch_input.get("columns") or list(first))
     for i, item in enumerate(items, start=1):
-        chunk.rows.append(i)
-        if not isinstance(item, dict):
-            chunk.ids.append(None)
-            chunk.features.append(InvalidInput("item is not an object"))
-            continue
-        chunk.ids.append(item.get("id"))
-        missing = [c for c in columns if c not in item]
-        chunk.features.append(InvalidInput(f"missing column(s) {missing}") if missing else [item[c] for c in columns])
+        if isinstance(item, dict):
+            rows.add(i, item)
+        else:
+            rows.fail(i, "item is not an object")
+    chunk = rows.chunk()
     good, cols, errors = scorer.score(chunk)
+    has_id = any(isinstance(it, dict) and "id" in it for it in items)
     lists = {k: v.tolist() for k, v in cols.items()}
     scored = []
     for j, i in enumerate(good):

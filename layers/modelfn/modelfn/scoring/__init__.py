@@ -1,6 +1,7 @@
-"""Batch scoring of tabular files (CSV, JSON Lines, Parquet): streamed in chunks, bounded memory, every input row
-landing in exactly one of the results and the errors file."""
+"""Batch scoring of tabular files (CSV, JSON Lines, Parquet): streamed in chunks, bounded memory, columns matched
+to the model's inputs by name where the names are known, every input row landing in exactly one of the results and
+the errors file."""
 
-from modelfn.scoring.scorer import ScoreStats, score_object
+from modelfn.scoring.scorer import ERRORS_SUFFIX, RowScorer, ScoreStats, score_object
 
-__all__ = ["ScoreStats", "score_object"]
+__all__ = ["ERRORS_SUFFIX", "RowScorer", "ScoreStats", "score_object"]
