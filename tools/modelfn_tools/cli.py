@@ -91,10 +91,11 @@ def cmd_invoke(a: argparse.Namespace) -> int:
 
 
 def cmd_score(a: argparse.Namespace) -> int:
-    from modelfn_tools.score import score
+    from modelfn_tools.score import exit_status, score
 
-    _print(score(a.input, a.output, a.store, a.name, a.version))
-    return 0
+    summary = score(a.input, a.output, a.store, a.name, a.version)
+    _print(summary)
+    return exit_status(summary)
 
 
 def cmd_dev(a: argparse.Namespace) -> int:
@@ -172,7 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--env-vars", "-n", help='SAM env-vars JSON: {"Parameters": {...}, "<Function>": {...}}')
     s.set_defaults(fn=cmd_invoke)
 
-    s = sub.add_parser("score", help="batch-score a local or s3:// CSV / JSON Lines / Parquet file")
+    s = sub.add_parser(
+        "score",
+        help="batch-score a local or s3:// CSV / JSON Lines / Parquet file",
+        epilog="exit status: 0 every row scored; 1 some rows could not be (see OUTPUT.errors.jsonl); "
+        "2 the file could not be scored (the reason is on stderr)",
+    )
     s.add_argument("input", help="local path or s3://bucket/key")
     s.add_argument("output", help="local path or s3://bucket/key (errors go to OUTPUT.errors.jsonl)")
     s.add_argument("--store")
