@@ -8,6 +8,7 @@ import asyncio
 import gzip
 import json
 import zlib
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def _call(app: AsgiApp, headers: list[tuple[bytes, bytes]], chunks: list[bytes |
             return {"type": "http.disconnect"}
         return {"type": "http.request", "body": chunk, "more_body": bool(queue)}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     scope = {
