@@ -27,7 +27,7 @@ BODY = json.dumps({"instances": [ROW]}).encode()
 
 def _call(app: AsgiApp, headers: list[tuple[bytes, bytes]], chunks: list[bytes | None]) -> tuple[int | None, Any]:
     """One request; a None chunk is the client going away."""
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
     queue = list(chunks)
 
     async def receive() -> dict[str, Any]:
