@@ -463,6 +463,35 @@ def resolve_function(
     region = local_region()
     resolver = _Resolver(template, region)
 
+    code_uri = _code_folder(props, serverless, template_dir, lid)
+    runtime = _runtime(props, resolver, lid, notes)
+    handler, module, attribute = _handler(props, lid)
+    function_name = props.get("FunctionName")
+    if not isinstance(function_name, str):
+        function_name = lid
+    memory = int(_number(props.get("MemorySize"), f"{lid}: MemorySize", DEFAULT_MEMORY_MB, resolver, notes))
+    timeout = _number(props.get("Timeout"), f"{lid}: Timeout", DEFAULT_TIMEOUT_S, resolver, notes)
+    layers = _resolve_layers(template, props.get("Layers") or [], template_dir, lid, notes)
+    env = _environment(props, resolver, env_overrides or {}, lid, function_name, notes)
+    return FunctionSpec(
+        logical_id=lid,
+        function_name=function_name,
+        handler=handler,
+        module=module,
+        attribute=attribute,
+        code_uri=code_uri,
+        runtime=runtime,
+        memory_size=memory,
+        timeout=timeout,
+        layers=layers,
+        environment=env,
+        region=env.get("AWS_REGION") or region,
+        notes=notes,
+    )
+
+
+def _code_folder(props: dict[str, Any], serverless: bool, template_dir: Path, lid: str) -> Path:
+    """The function's local source folder; container images, inline code and s3:// code cannot run here."""
     code = props.get("CodeUri") if serverless else props.get("Code")
     if props.get("PackageType") == "Image" or "ImageUri" in props or (isinstance(code, dict) and "ImageUri" in code):
         raise InvokeError(
@@ -479,7 +508,10 @@ def resolve_function(
     code_uri = (template_dir / code).resolve()
     if not code_uri.is_dir():
         raise InvokeError(f"{lid}: CodeUri {code} is not a folder ({code_uri})")
+    return code_uri
 
+
+def _runtime(props: dict[str, Any], resolver: _Resolver, lid: str, notes: list[str]) -> str:
     runtime = props.get("Runtime", DEFAULT_RUNTIME)
     if not isinstance(runtime, str):
         try:
@@ -489,40 +521,31 @@ def resolve_function(
             runtime = DEFAULT_RUNTIME
     if not runtime.startswith("python"):
         raise InvokeError(f"{lid} has Runtime {runtime}: modelfn invoke runs Python functions only")
+    return runtime
 
+
+def _handler(props: dict[str, Any], lid: str) -> tuple[str, str, str]:
+    """(handler, module, attribute) of a `module.function` Handler."""
     handler = props.get("Handler")
     if not isinstance(handler, str) or "." not in handler.strip(".") or handler.endswith("."):
         raise InvokeError(f"{lid}: Handler {_short(handler)} is not of the form module.function (e.g. app.handler)")
     module, attribute = handler.rsplit(".", 1)
-    module = module.replace("/", ".")
+    return handler, module.replace("/", "."), attribute
 
-    function_name = props.get("FunctionName")
-    if not isinstance(function_name, str):
-        function_name = lid
 
-    memory = int(_number(props.get("MemorySize"), f"{lid}: MemorySize", DEFAULT_MEMORY_MB, resolver, notes))
-    timeout = _number(props.get("Timeout"), f"{lid}: Timeout", DEFAULT_TIMEOUT_S, resolver, notes)
-    layers = _resolve_layers(template, props.get("Layers") or [], template_dir, lid, notes)
-
-    # Environment: the template's (Globals merged), resolved where possible; then the --env-vars overrides.
+def _environment(
+    props: dict[str, Any],
+    resolver: _Resolver,
+    overrides: dict[str, Any],
+    lid: str,
+    function_name: str,
+    notes: list[str],
+) -> dict[str, str]:
+    """The template's variables (Globals merged), resolved where possible, then the --env-vars overrides."""
     declared = ((props.get("Environment") or {}).get("Variables")) or {}
     if not isinstance(declared, dict):
         raise InvokeError(f"{lid}: Environment.Variables is not a map ({_short(declared)})")
-    env: dict[str, str] = {}
-    unresolved: dict[str, str] = {}
-    for name, value in declared.items():
-        try:
-            resolved = resolver.resolve(value)
-        except _Unresolved as e:
-            unresolved[name] = f"{_short(value)}: {e}"
-            continue
-        if resolved is _NO_VALUE:
-            continue
-        if isinstance(resolved, dict):
-            unresolved[name] = f"{_short(value)}: not a string"
-            continue
-        env[name] = _text(resolved)
-
+    env, unresolved = _declared_environment(declared, resolver)
     # Lambda's advanced logging controls reach the function as variables (Powertools reads AWS_LAMBDA_LOG_LEVEL).
     logging_config = props.get("LoggingConfig") or {}
     for key, name in (("LogFormat", "AWS_LAMBDA_LOG_FORMAT"), ("ApplicationLogLevel", "AWS_LAMBDA_LOG_LEVEL")):
@@ -530,7 +553,6 @@ def resolve_function(
             with contextlib.suppress(_Unresolved):
                 env[name] = _text(resolver.resolve(logging_config[key]))
 
-    overrides = env_overrides or {}
     specific_key = lid if lid in overrides else function_name if function_name in overrides else None
     specific = dict(overrides.get(specific_key) or {}) if specific_key else {}
     for source, values in (("Parameters", dict(overrides.get("Parameters") or {})), (specific_key, specific)):
@@ -546,22 +568,26 @@ def resolve_function(
     for name, why in unresolved.items():
         inherited = " (using the value exported in your shell)" if name in os.environ else ""
         notes.append(f"{lid}: {name} is not set from the template, {why}; give it with --env-vars{inherited}")
+    return env
 
-    return FunctionSpec(
-        logical_id=lid,
-        function_name=function_name,
-        handler=handler,
-        module=module,
-        attribute=attribute,
-        code_uri=code_uri,
-        runtime=runtime,
-        memory_size=memory,
-        timeout=timeout,
-        layers=layers,
-        environment=env,
-        region=env.get("AWS_REGION") or region,
-        notes=notes,
-    )
+
+def _declared_environment(declared: dict[str, Any], resolver: _Resolver) -> tuple[dict[str, str], dict[str, str]]:
+    """(resolved variables, {name: why not} for those that cannot be resolved locally)."""
+    env: dict[str, str] = {}
+    unresolved: dict[str, str] = {}
+    for name, value in declared.items():
+        try:
+            resolved = resolver.resolve(value)
+        except _Unresolved as e:
+            unresolved[name] = f"{_short(value)}: {e}"
+            continue
+        if resolved is _NO_VALUE:
+            continue
+        if isinstance(resolved, dict):
+            unresolved[name] = f"{_short(value)}: not a string"
+            continue
+        env[name] = _text(resolved)
+    return env, unresolved
 
 
 # --------------------------------------------------------------------------------------------------- invoke
