@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -530,6 +531,7 @@ def _point_to(src: Path, dest: Path, location: str) -> Path:
         ("symlinked-file", "outside the model's folder"),
         ("symlinked-folder", "outside the model's folder"),
         ("reserved", "is a name the store layout reserves"),
+        ("reserved-signature", "is a name the store layout reserves"),
         ("missing", "is not a file next to the model"),
     ],
 )
@@ -548,14 +550,15 @@ def test_publish_refuses_external_data_outside_its_folder(
         "symlinked-file": "params.bin",
         "symlinked-folder": "weights/params.bin",
         "reserved": "manifest.json",
+        "reserved-signature": "model.sig",
         "missing": "absent.bin",
     }[case]
     if case == "symlinked-file":
         (folder / "params.bin").symlink_to(outside / "params.bin")
     if case == "symlinked-folder":
         (folder / "weights").symlink_to(outside, target_is_directory=True)
-    if case == "reserved":
-        (folder / "manifest.json").write_bytes((outside / "params.bin").read_bytes())
+    if case.startswith("reserved"):
+        (folder / location).write_bytes((outside / "params.bin").read_bytes())
     model = _point_to(source, folder / "model.onnx", location)
     bucket_path = f"/{bucket_of(fresh_bucket)}/"
     puts = aws.count("PUT", bucket_path)
@@ -719,3 +722,70 @@ def test_publish_features(capsys: pytest.CaptureFixture[str], fresh_bucket: str,
         assert (rc, out) == (2, ""), features
         assert message in err, err
     assert ModelRepository(open_store(fresh_bucket)).models() == ["iris"]
+
+
+# ---- signing ------------------------------------------------------------------------------------------------------
+
+
+def test_publish_sign_key_stores_the_signature_before_the_manifest(
+    capsys: pytest.CaptureFixture[str], fresh_bucket: str, example_dir: Path, aws: EmbeddedAWS, tmp_path: Path
+) -> None:
+    from tests.registry.test_signing import write_key_pair
+
+    private, _ = write_key_pair(tmp_path, "k")
+    start = len(aws.requests)
+    rc, out, err = cli(
+        capsys, "publish", example_dir / "iris.onnx", "--store", fresh_bucket, "--name", "iris", "--sign-key", private
+    )
+    assert rc == 0, err
+    assert set(one_json(out)) == {"name", "version", "sha256", "uri"}  # the contract's object, as it was
+    base = f"/{bucket_of(fresh_bucket)}/models/iris/1"
+    puts = [path for method, path in aws.requests[start:] if method == "PUT" and path.startswith(base)]
+    assert puts == [f"{base}/.claim", f"{base}/model.onnx", f"{base}/model.sig", f"{base}/manifest.json"]
+    store = open_store(fresh_bucket)
+    recorded = ModelRepository(store).manifest("iris", 1).signature_bundle
+    assert recorded is not None
+    bundle = store.read_bytes("iris/1/model.sig")
+    assert (recorded.path, recorded.sha256, recorded.size_bytes) == (
+        "model.sig",
+        hashlib.sha256(bundle).hexdigest(),
+        len(bundle),
+    )
+    assert json.loads(bundle)["mediaType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
+    statement = json.loads(base64.b64decode(json.loads(bundle)["dsseEnvelope"]["payload"]))
+    assert statement["subject"][0]["name"] == "iris/1"
+    assert statement["predicate"]["resources"] == [
+        {"name": "model.onnx", "algorithm": "sha256", "digest": file_sha256(example_dir / "iris.onnx")}
+    ]
+
+
+def test_publish_refuses_a_bad_sign_key_before_anything_is_written(
+    capsys: pytest.CaptureFixture[str], fresh_bucket: str, example_dir: Path, aws: EmbeddedAWS, tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.registry.test_signing import write_key_pair
+
+    _, public = write_key_pair(tmp_path, "k")
+    rsa_key = tmp_path / "rsa.pem"
+    rsa_key.write_bytes(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    puts = aws.count("PUT", f"/{bucket_of(fresh_bucket)}/")
+    for key, why in (
+        (tmp_path / "absent.pem", "No such file"),
+        (public, "Are you sure this is a private key?"),
+        (rsa_key, "not an elliptic-curve key"),
+    ):
+        rc, out, err = cli(
+            capsys, "publish", example_dir / "iris.onnx", "--store", fresh_bucket, "--name", "iris", "--sign-key", key
+        )
+        assert (rc, out) == (2, "")
+        assert err.startswith(f"modelfn publish: --sign-key {key}: not a usable private key")
+        assert why in err
+        assert "expected an unencrypted EC private key (P-256, P-384 or P-521) in PEM" in err
+    assert aws.count("PUT", f"/{bucket_of(fresh_bucket)}/") == puts
+    assert open_store(fresh_bucket).list_dirs("") == []

@@ -21,7 +21,12 @@ def cmd_publish(a: argparse.Namespace) -> int:
 
     store = settings_store(a.store)
     features = parse_features(a.features) if a.features is not None else None
-    _print(publish(Path(a.model), store, a.name, a.version, a.quantize, a.label, not a.quiet, a.per_channel, features))
+    sign_key = Path(a.sign_key) if a.sign_key else None
+    _print(
+        publish(
+            Path(a.model), store, a.name, a.version, a.quantize, a.label, not a.quiet, a.per_channel, features, sign_key
+        )
+    )
     return 0
 
 
@@ -120,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--label", action="append", default=[], help="point this label at the new version (repeatable)")
     s.add_argument("--features", metavar="A,B,...", help="column names of the single [N, K] input's K features")
+    s.add_argument(
+        "--sign-key",
+        metavar="KEY.pem",
+        help="sign the version's files with this EC private key (OpenSSF model signing); servers with "
+        "MODELFN_VERIFY_KEY serve only versions signed by its pair",
+    )
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_publish)
 

@@ -1,5 +1,5 @@
-"""Publishing: verify an ONNX file (and its external data) loads, record its signature, optionally quantize, upload
-the data files and the artifact, then the manifest.
+"""Publishing: verify an ONNX file (and its external data) loads, record its signature, optionally quantize and
+sign, upload the data files, the artifact and the signature, then the manifest.
 
 The version number is claimed first (an if-absent write), so two publishers never upload into one version; the
 manifest goes last (also if-absent), so a half-published version is never visible. Everything that can be refused
@@ -21,7 +21,9 @@ from modelfn.store import Manifest, ModelRepository, ObjectStore, open_store
 from modelfn.store.base import Progress, file_sha256
 from modelfn.store.layout import (
     ARTIFACT,
+    CLAIM,
     MANIFEST,
+    SIGNATURE,
     ArtifactFile,
     artifact_key,
     check_label,
@@ -31,13 +33,15 @@ from modelfn.store.layout import (
     labels_key,
     manifest_key,
     parse_labels,
+    signature_key,
 )
 
 if TYPE_CHECKING:
     import onnx
+    from model_signing._signing.sign_ec_key import Signer
 
 PROGRESS_THRESHOLD = 8 * 1024 * 1024
-RESERVED = {ARTIFACT, MANIFEST, ".claim"}
+RESERVED = {ARTIFACT, MANIFEST, CLAIM, SIGNATURE}
 """Names in a version folder that belong to the layout: an external data file may not take one."""
 ZIPMAP_FIX = (
     "convert without ZipMap: skl2onnx.to_onnx(model, X, options={'zipmap': False}), or "
@@ -198,7 +202,7 @@ def inspect(path: Path) -> Artifact:
     signature, external data files and a few facts."""
     import onnx
 
-    from modelfn.model.onnx import read_signature
+    from modelfn.model.onnx import load_session, read_signature
 
     proto = load_proto(path)
     files = external_data(path, proto)  # before anything reads the data
@@ -207,13 +211,10 @@ def inspect(path: Path) -> Artifact:
         onnx.checker.check_model(str(path))
     except Exception as e:
         raise PublishError(f"{path} is not a valid ONNX model: {e}") from e
-    try:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        inputs, outputs = read_signature(session)
+    try:  # as a load will: from the bytes, its data files given by the paths the version folder will hold
+        external = {f.path: f.source.read_bytes() for f in files}
+        settings = Settings(providers="CPUExecutionProvider", intra_op_threads=1, warmup=False)
+        inputs, outputs = read_signature(load_session(path.read_bytes(), settings, external=external))
     except Exception as e:
         raise PublishError(f"{path} does not load in onnxruntime: {e}") from e
     opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
@@ -305,6 +306,18 @@ def _upload(store: ObjectStore, name: str, version: int, artifact: Artifact, pro
         store.upload_file(f"{name}/{version}/{relative}", source, bar)
 
 
+def _sign(store: ObjectStore, signer: Signer, name: str, version: int, digests: dict[str, str]) -> ArtifactFile:
+    """Sign the version's files (by the sha256s the manifest records) and store the signature beside them, before
+    the manifest; returns what the manifest records about it."""
+    import hashlib
+
+    from modelfn.registry.signing import sign
+
+    bundle = sign(signer, name, version, digests)
+    store.write_bytes(signature_key(name, version), bundle, if_absent=True)
+    return ArtifactFile(path=SIGNATURE, sha256=hashlib.sha256(bundle).hexdigest(), size_bytes=len(bundle))
+
+
 def publish(
     model_path: Path,
     store_uri: str,
@@ -315,9 +328,12 @@ def publish(
     progress: bool = True,
     per_channel: bool = False,
     features: list[str] | None = None,
+    sign_key: Path | None = None,
 ) -> dict[str, Any]:
     """Publish model_path (and its external data) as a new version; returns the contract's one JSON object
-    {"name", "version", "sha256", "uri"}, sha256 being the graph file's (each data file's is in the manifest)."""
+    {"name", "version", "sha256", "uri"}, sha256 being the graph file's (each data file's is in the manifest).
+    With `sign_key` (an EC private key, PEM) the version's files are signed in the OpenSSF model-signing format
+    and the signature stored with them, before the manifest that records it."""
     check_name(name)
     for label in labels or []:
         check_label(label)
@@ -328,6 +344,11 @@ def publish(
         artifact = inspect(model_path)  # a broken or unsafe source is refused before anything else
         if features is not None:
             check_features(features, artifact.inputs)
+        signer = None
+        if sign_key is not None:
+            from modelfn.registry.signing import load_signer
+
+            signer = load_signer(sign_key)  # a bad key is refused before anything is written
         quantization = None
         if quantize:
             from modelfn_tools.quantize import quantize as run_quantize
@@ -353,6 +374,8 @@ def publish(
             **artifact.facts,
         )
         _upload(repo.store, name, version, artifact, progress)
+        if signer is not None:
+            manifest.signature_bundle = _sign(repo.store, signer, name, version, manifest.digests())
         repo.store.write_bytes(manifest_key(name, version), manifest.model_dump_json(indent=2).encode(), if_absent=True)
     for label in labels or []:
         set_label(store_uri, name, label, version)

@@ -19,7 +19,15 @@ class Settings(BaseSettings):
     version: str | None = Field(default=None, description="Integer version or label; default stable, else highest")
     results: str | None = Field(default=None, description="Store URI prefix where batch handlers write")
     input_prefix: str = Field(default="incoming/", description="S3 key prefix the batch function scores objects under")
-    cache_dir: Path = Field(default=Path("/tmp/modelfn"), description="Disk cache of artifacts, by sha256")
+    cache_dir: Path = Field(
+        default=Path("/tmp/modelfn"),
+        description="Disk cache of artifacts, by sha256; private to this user (0700, owned), else a temporary one",
+    )
+    verify_key: Path | None = Field(
+        default=None,
+        description="Public key (PEM, EC P-256/384/521): every load verifies the version's OpenSSF model signature "
+        "with it, and an unsigned or badly signed version is not served",
+    )
     max_body_bytes: int = Field(default=6 * 1024 * 1024, gt=0, description="Larger request bodies get 413")
     label_ttl: float = Field(default=30.0, ge=0, description="Seconds a resolved label (and a failed load) is trusted")
     providers: str = Field(

@@ -7,7 +7,7 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,15 +164,25 @@ def example_inputs(specs: Sequence[TensorSpec], batch: int = 1) -> dict[str, np.
     return out
 
 
-def load_session(path: Path, settings: Settings, what: str = "") -> ort.InferenceSession:
+def load_session(
+    model: Path | bytes, settings: Settings, what: str = "", external: Mapping[str, bytes] | None = None
+) -> ort.InferenceSession:
     """A session on the preferred providers that can run here (`what`, e.g. "model 'mlp' version 2", names the
-    model in the fallback warning)."""
+    model in the fallback warning).
+
+    `model` is a file, or the graph's bytes; with bytes, `external` holds the contents of its external-data files
+    by the location the graph names them with, and onnxruntime takes them from memory (copying what it needs while
+    the session is created): it reads no file at all, so what runs is exactly the bytes the caller verified. A
+    graph naming a file that `external` lacks fails to load."""
     providers = choose_providers(settings.provider_list, device_id=settings.cuda_device, what=what)
     if TENSORRT in providers:
-        (settings.cache_dir / "tensorrt").mkdir(parents=True, exist_ok=True)
-    return ort.InferenceSession(
-        str(path), sess_options=session_options(settings), providers=provider_options(providers, settings)
-    )
+        (settings.cache_dir / "tensorrt").mkdir(mode=0o700, parents=True, exist_ok=True)
+    options = session_options(settings)
+    if external:
+        names, buffers = list(external), list(external.values())
+        options.add_external_initializers_from_files_in_memory(names, buffers, [len(b) for b in buffers])
+    source = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(source, sess_options=options, providers=provider_options(providers, settings))
 
 
 def warm_up(model: LoadedModel) -> None:

@@ -1,6 +1,8 @@
 """Warm-start cache: each model version is fetched, verified and loaded once per process, and each version's files
 are kept on disk by sha256 so that a fresh process on a warm disk (a new Lambda environment, a restarted server)
-downloads nothing. A version whose bytes do not match its manifest is never served. At most
+downloads nothing. A version whose bytes do not match its manifest (or, with MODELFN_VERIFY_KEY, whose signature
+does not verify) is never served. Each file is read once, into memory, and the session is built from those very
+bytes: nothing is opened again by path, so a file swapped on disk after its check can never be what runs. At most
 MODELFN_MAX_LOADED_VERSIONS versions (and MODELFN_MAX_LOADED_MB of their files) stay loaded, least recently used
 first out, so a client that names many versions cannot exhaust the process's memory."""
 
@@ -8,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import stat
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -19,10 +24,11 @@ from pathlib import Path
 from modelfn.errors import ModelfnError, NotReady
 from modelfn.model.loaded import LoadedModel
 from modelfn.model.onnx import load_session, read_signature, warm_up
+from modelfn.registry.cache_dir import private_dir
 from modelfn.registry.labels import Resolutions
 from modelfn.settings import Settings
-from modelfn.store.base import ObjectStore, file_sha256
-from modelfn.store.layout import ARTIFACT, Manifest, ModelRepository
+from modelfn.store.base import ObjectStore, located
+from modelfn.store.layout import ARTIFACT, CLAIM, MANIFEST, SIGNATURE, Manifest, ModelRepository
 
 log = logging.getLogger("modelfn")
 Key = tuple[str, str, int]
@@ -50,6 +56,7 @@ def path_problem(path: str) -> str | None:
         ("" in parts, "has an empty segment"),
         ("." in parts, "has a '.' segment"),
         (path == ARTIFACT, f"is the artifact's own name {ARTIFACT!r}"),
+        (path in (MANIFEST, SIGNATURE, CLAIM), "is a name the store layout reserves"),
     ]
     return next((why for bad, why in problems if bad), None)
 
@@ -67,6 +74,8 @@ def check_manifest(manifest: Manifest, name: str, version: int) -> None:
         if problem:
             raise NotReady(f"{where}: the manifest's file path {f.path!r} {problem}; not served")
         seen.add(f.path)
+    if manifest.signature_bundle is not None and manifest.signature_bundle.path != SIGNATURE:
+        raise NotReady(f"{where}: the manifest's signature path is not {SIGNATURE!r}; not served")
 
 
 def cached_path(cache_dir: Path, bundle: str) -> Path:
@@ -75,13 +84,40 @@ def cached_path(cache_dir: Path, bundle: str) -> Path:
 
 
 def bundle_id(manifest: Manifest) -> str:
-    """The disk-cache folder of a version: the artifact's sha256, or with external data the sha256 of the whole file
-    set, since the graph alone (naming its data by location) is the same across versions whose weights differ."""
-    if not manifest.files:
+    """The disk-cache folder of a version: the artifact's sha256, or with external data or a signature the sha256
+    of the whole file set, since the graph alone (naming its data by location) is the same across versions whose
+    weights differ, and each version's signature is its own."""
+    extra = [*manifest.files, *([manifest.signature_bundle] if manifest.signature_bundle else [])]
+    if not extra:
         return manifest.sha256
-    files = sorted(manifest.files, key=lambda f: f.path)
-    lines = [f"{manifest.sha256}  {ARTIFACT}", *(f"{f.sha256}  {f.path}" for f in files)]
+    lines = [f"{manifest.sha256}  {ARTIFACT}", *(f"{f.sha256}  {f.path}" for f in sorted(extra, key=lambda f: f.path))]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def read_file(path: Path) -> bytes:
+    """A regular file's bytes through one descriptor: a symlink (O_NOFOLLOW), a FIFO (O_NONBLOCK: no hang) or
+    anything but a regular file is an OSError, FileNotFoundError when there is nothing."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        return f.read()
+
+
+def keep(path: Path, data: bytes) -> None:
+    """Put verified bytes in the disk cache, atomically (another process sees the whole file or none). A cache that
+    cannot be written (a full disk) costs the next cold process a download, never this load."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError as e:
+        log.warning("could not keep %s in the disk cache: %s", path, e)
 
 
 class ModelCache:
@@ -206,11 +242,24 @@ class ModelCache:
         where = f"model {name!r} version {version}"
         manifest = repo.manifest(name, version)  # ModelNotFound propagates: the version does not exist
         check_manifest(manifest, name, version)
-        path = self._files(repo.store, name, version, manifest, settings.cache_dir)
-        try:  # from the version's own folder: onnxruntime finds external data relative to the model file
-            session = load_session(path, settings, what=where)
+        key = settings.verify_key
+        if key is not None and manifest.signature_bundle is None:
+            raise NotReady(f"{where}: not signed, and MODELFN_VERIFY_KEY requires a signature; not served")
+        cache_dir = private_dir(settings.cache_dir)
+        if cache_dir != settings.cache_dir:
+            settings = settings.model_copy(update={"cache_dir": cache_dir})
+        folder = cached_path(cache_dir, bundle_id(manifest)).parent
+        files = self._files(repo.store, name, version, folder, manifest.digests())
+        if key is not None and manifest.signature_bundle is not None:
+            from modelfn.registry import signing  # model-signing is imported only when signatures are checked
+
+            bundle = self._files(repo.store, name, version, folder, {SIGNATURE: manifest.signature_bundle.sha256})
+            signing.verify(key, bundle[SIGNATURE], name, version, manifest.digests())
+        graph = files.pop(ARTIFACT)
+        try:  # from the verified bytes: the graph, and its external data under the names the graph gives them
+            session = load_session(graph, settings, what=where, external=files)
         except Exception as e:  # onnxruntime raises its own exception types for unloadable graphs
-            raise NotReady(f"{where} failed to load: {e}") from e
+            raise located(NotReady(f"{where} failed to load: {e}"), str(folder)) from e
         inputs, outputs = read_signature(session)
         if (inputs, outputs) != (manifest.inputs, manifest.outputs):
             raise NotReady(f"{where}: the artifact's signature differs from its manifest")
@@ -222,7 +271,11 @@ class ModelCache:
             outputs=outputs,
             sha256=manifest.sha256,
             providers=session.get_providers(),
-            metadata={"quantization": manifest.quantization, "created_at": manifest.created_at, "artifact": str(path)},
+            metadata={
+                "quantization": manifest.quantization,
+                "created_at": manifest.created_at,
+                "artifact": str(folder / ARTIFACT),
+            },
             features=manifest.features,
         )
         if settings.warmup:
@@ -233,42 +286,64 @@ class ModelCache:
         return model, manifest.size_bytes + sum(f.size_bytes for f in manifest.files)
 
     # ---- files on disk -------------------------------------------------------------------------------------
-    def _files(self, store: ObjectStore, name: str, version: int, manifest: Manifest, cache_dir: Path) -> Path:
-        """The verified local folder of a version (model.onnx and its external data, each under its manifest path):
-        what is intact on disk is kept, the rest is fetched. Returns the model file's path."""
+    def _files(
+        self, store: ObjectStore, name: str, version: int, folder: Path, wanted: dict[str, str]
+    ) -> dict[str, bytes]:
+        """The bytes of each wanted file of a version ({path in the version folder: sha256}), each read once and
+        checked against its sha256: from the version's disk-cache folder when intact there, else fetched from the
+        store and kept there for the next process."""
         where = f"model {name!r} version {version}"
-        model_path = cached_path(cache_dir, bundle_id(manifest))
-        folder = model_path.parent
-        for relative, sha256 in [(ARTIFACT, manifest.sha256)] + [(f.path, f.sha256) for f in manifest.files]:
-            path = folder / relative
-            if self._on_disk(folder, path, sha256, where):
+        out: dict[str, bytes] = {}
+        for relative, sha256 in wanted.items():
+            data = self._on_disk(folder, relative, sha256, where)
+            if data is None:
+                data = self._fetch(store, f"{name}/{version}/{relative}", relative, sha256, where)
+                keep(folder / relative, data)
+            else:
                 self.stats["disk_hits"] += 1
-                continue
-            try:
-                digest = store.download_verified(f"{name}/{version}/{relative}", path, sha256)
-            except (ModelfnError, OSError, ValueError) as e:  # LocalStore: ValueError for a key leaving its root
-                raise NotReady(f"{where}: {relative} could not be fetched: {getattr(e, 'message', e)}") from e
-            self.stats["downloads"] += 1
-            if digest != sha256:
-                raise NotReady(
-                    f"{where}: sha256 mismatch in {relative}: the manifest says {sha256}, the store has {digest}; "
-                    "not served"
-                )
-        return model_path
+            out[relative] = data
+        return out
 
-    def _on_disk(self, folder: Path, path: Path, sha256: str, where: str) -> bool:
-        """Whether the cached copy holds the manifest's bytes as a plain file in its folder; one that does not (bit
-        rot, a truncated copy, a symlink whose target could change later) is removed, to be fetched again."""
+    def _fetch(self, store: ObjectStore, key: str, relative: str, sha256: str, where: str) -> bytes:
+        """A file from the store, refused unless its bytes match the manifest."""
+        try:
+            data = store.read_bytes(key)
+        except (ModelfnError, OSError, ValueError) as e:  # LocalStore: ValueError for a key leaving its root
+            reason = e.message if isinstance(e, ModelfnError) else (e.strerror if isinstance(e, OSError) else e)
+            raise NotReady(f"{where}: {relative} could not be fetched: {reason or type(e).__name__}") from e
+        self.stats["downloads"] += 1
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            mismatch = NotReady(
+                f"{where}: sha256 mismatch in {relative}: the manifest says {sha256}, the store has {digest}; "
+                "not served"
+            )
+            raise located(mismatch, store.join(key))
+        return data
+
+    def _on_disk(self, folder: Path, relative: str, sha256: str, where: str) -> bytes | None:
+        """The cached copy's bytes if they are the manifest's, read from a plain file in the version's folder. One
+        that is not (bit rot, a truncated copy, a symlink, a file another process put there) is removed, to be
+        fetched again; what is returned is what was checked, never read a second time."""
+        path = folder / relative
         if not path.parent.resolve().is_relative_to(folder.resolve()):
-            raise NotReady(f"{where}: the disk cache's {path.parent} leads outside {folder}; not served")
-        if not path.is_symlink() and not path.exists():
-            return False
-        if not path.is_symlink() and file_sha256(path) == sha256:
-            return True
-        log.warning("%s: cached %s no longer matches its sha256; fetching again", where, path)
+            outside = NotReady(
+                f"{where}: the disk cache's folder for {relative} leads outside the version's; not served"
+            )
+            raise located(outside, f"{path.parent} -> {path.parent.resolve()}")
+        try:
+            data: bytes | None = read_file(path)
+        except FileNotFoundError:
+            return None
+        except OSError:  # a symlink, a folder, a FIFO where a file should be
+            data = None
+        if data is not None and hashlib.sha256(data).hexdigest() == sha256:
+            return data
+        log.warning("%s: the cached %s no longer matches its sha256; fetching again (at %s)", where, relative, path)
         self.stats["disk_discards"] += 1
-        path.unlink(missing_ok=True)
-        return False
+        with suppress(OSError):
+            path.unlink(missing_ok=True)
+        return None
 
 
 @dataclass

@@ -3,6 +3,7 @@ the warm-start cache. HTTP, SQS and S3 all go through here; only decoding differ
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from modelfn.registry.labels import Resolutions
 from modelfn.registry.loader import ModelCache, model_cache
 from modelfn.settings import Settings
 from modelfn.store import ModelRepository, open_store
+from modelfn.store.base import located
 from modelfn.store.layout import check_name
 
 
@@ -90,7 +92,7 @@ class ModelRegistry:
         self._check_served(name)
         versions = self.repo.versions(name)
         if not versions:
-            raise ModelNotFound(f"model {name!r} not found in {self.repo.uri}")
+            raise located(ModelNotFound(f"model {name!r} not found"), self.repo.uri, logging.DEBUG)
         return versions
 
     def status(self, name: str, version: str | int | None = None) -> VersionStatus:

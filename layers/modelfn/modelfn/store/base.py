@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import logging
 import os
 import random
 import re
@@ -12,17 +13,27 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, TypeVar
 from urllib.parse import ParseResult, unquote, urlparse
 
-from modelfn.errors import InvalidInput, StoreError
+from modelfn.errors import InvalidInput, ModelfnError, ModelNotFound, PublishError, StoreError
 
+log = logging.getLogger("modelfn")
 Progress = Callable[[int], None]
 """Called with the number of bytes moved since the last call."""
 
 CHUNK = 1024 * 1024
 URI_FORMS = "s3://bucket/prefix, file:///abs/path, or a plain path such as ./models"
+E = TypeVar("E", bound=ModelfnError)
 _SCHEME_WITHOUT_COLON = re.compile(r"^(s3[an]?|file|gs|gcs|https?|ftp|az|abfss?|hdfs)//", re.IGNORECASE)
+
+
+def located(error: E, location: str, level: int = logging.WARNING) -> E:
+    """`error`, once logged with where it happened. Error messages reach clients (an error body names the model,
+    version and reason), so they never name a bucket, a prefix or a local path: those go to this log line, for
+    the operator."""
+    log.log(level, "%s (at %s)", error.message, location)
+    return error
 
 
 class StoreURIError(InvalidInput, ValueError):
@@ -83,7 +94,8 @@ class ObjectStore(abc.ABC):
             if self.write_if(key, new, token):
                 return new
             time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))  # jitter, so racing writers spread out
-        raise StoreError(f"could not update {self.join(key)}: other writers kept changing it ({attempts} attempts)")
+        changing = StoreError(f"could not update {key!r}: other writers kept changing it ({attempts} attempts)")
+        raise located(changing, self.join(key))
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -115,6 +127,15 @@ class ObjectStore(abc.ABC):
 
     def join(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{key}"
+
+    def missing(self, key: str) -> ModelNotFound:
+        """The error for an absent key: it names the key within the store; the store's own location goes to the
+        log (a 404 is often a client's typo, so only at debug level)."""
+        return located(ModelNotFound(f"{key!r} does not exist in the store"), self.join(key), logging.DEBUG)
+
+    def taken(self, key: str) -> PublishError:
+        """The error for an if-absent write that found the key already there."""
+        return located(PublishError(f"{key!r} already exists in the store"), self.join(key), logging.DEBUG)
 
 
 def file_sha256(path: Path) -> str:

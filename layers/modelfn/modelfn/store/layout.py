@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -11,10 +12,13 @@ from pydantic import BaseModel, Field, ValidationError
 
 from modelfn.errors import InvalidInput, ModelNotFound, StoreError
 from modelfn.model.signature import TensorSpec
-from modelfn.store.base import ObjectStore
+from modelfn.store.base import ObjectStore, located
 
 ARTIFACT = "model.onnx"
 MANIFEST = "manifest.json"
+SIGNATURE = "model.sig"
+"""The version's OpenSSF model signature (a Sigstore bundle), written by `modelfn publish --sign-key`."""
+CLAIM = ".claim"
 LABELS = "labels.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
@@ -47,6 +51,15 @@ class Manifest(BaseModel):
     features: list[str] | None = Field(
         default=None, description="Column names of a single [N, K] input's K features, for batch scoring by name"
     )
+    signature_bundle: ArtifactFile | None = Field(
+        default=None,
+        description=f"The OpenSSF model signature over model.onnx and every file above ({SIGNATURE}), if signed",
+    )
+
+    def digests(self) -> dict[str, str]:
+        """{path in the version folder: sha256} of the model's own files, model.onnx first: what a load reads and
+        what a signature covers."""
+        return {ARTIFACT: self.sha256, **{f.path: f.sha256 for f in self.files}}
 
 
 def check_name(name: str) -> str:
@@ -71,7 +84,11 @@ def manifest_key(name: str, version: int) -> str:
 
 def claim_key(name: str, version: int) -> str:
     """Written (if absent) before a version's artifact: the version number is taken from then on."""
-    return f"{name}/{version}/.claim"
+    return f"{name}/{version}/{CLAIM}"
+
+
+def signature_key(name: str, version: int) -> str:
+    return f"{name}/{version}/{SIGNATURE}"
 
 
 def labels_key(name: str) -> str:
@@ -112,11 +129,16 @@ class ModelRepository:
         return [v for v in found if self.store.exists(manifest_key(name, v))]
 
     def labels(self, name: str) -> dict[str, int]:
+        key = labels_key(check_name(name))
         try:
-            data = self.store.read_bytes(labels_key(check_name(name)))
+            data = self.store.read_bytes(key)
         except ModelNotFound:
             return {}
-        return parse_labels(data, self.store.join(labels_key(name)))
+        try:
+            return parse_labels(data, f"the labels of model {name!r}")
+        except StoreError as e:
+            located(e, self.store.join(key))
+            raise
 
     def manifest(self, name: str, version: int) -> Manifest:
         key = manifest_key(check_name(name), version)
@@ -127,7 +149,8 @@ class ModelRepository:
         try:
             return Manifest.model_validate_json(data)
         except ValidationError as e:
-            raise StoreError(f"{self.store.join(key)} is not a valid manifest: {e}") from e
+            invalid = StoreError(f"model {name!r} version {version}: {MANIFEST} is not a valid manifest: {e}")
+            raise located(invalid, self.store.join(key)) from e
 
     def resolve(self, name: str, version: str | int | None) -> int:
         """An integer version as is; a label through labels.json; None: label 'stable', else the highest."""
@@ -139,7 +162,7 @@ class ModelRepository:
                 return labels["stable"]
             versions = self.versions(name)
             if not versions:
-                raise ModelNotFound(f"model {name!r} not found in {self.uri}")
+                raise located(ModelNotFound(f"model {name!r} not found"), self.uri, logging.DEBUG)
             return versions[-1]
         if version not in labels:
             known = ", ".join(sorted(labels)) or "none"

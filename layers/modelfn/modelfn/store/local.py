@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from modelfn.errors import ModelNotFound, PublishError
 from modelfn.store.base import CHUNK, ObjectStore, ObjectWriter, Progress
 
 
@@ -29,7 +28,7 @@ class LocalStore(ObjectStore):
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError as e:
-            raise ModelNotFound(f"{self.join(key)} does not exist") from e
+            raise self.missing(key) from e
 
     def _atomic_write(self, dest: Path, write: object) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +53,7 @@ class LocalStore(ObjectStore):
                 os.chmod(tmp, 0o644)
                 os.link(tmp, dest)  # atomic create-if-absent: never a half-written (or empty) object at dest
             except FileExistsError as e:
-                raise PublishError(f"{self.join(key)} already exists") from e
+                raise self.taken(key) from e
             finally:
                 Path(tmp).unlink(missing_ok=True)
             return
@@ -64,7 +63,7 @@ class LocalStore(ObjectStore):
         try:
             f = self._path(key).open("rb")
         except FileNotFoundError as e:
-            raise ModelNotFound(f"{self.join(key)} does not exist") from e
+            raise self.missing(key) from e
         with f:
             while chunk := f.read(CHUNK):
                 yield chunk
@@ -83,7 +82,7 @@ class LocalStore(ObjectStore):
         try:
             return self._path(key).open("rb")
         except FileNotFoundError as e:
-            raise ModelNotFound(f"{self.join(key)} does not exist") from e
+            raise self.missing(key) from e
 
     @contextmanager
     def open_writer(self, key: str) -> Iterator[ObjectWriter]:

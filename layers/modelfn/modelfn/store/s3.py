@@ -16,8 +16,8 @@ from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from modelfn.errors import ModelNotFound, PublishError, StoreError
-from modelfn.store.base import CHUNK, ObjectStore, ObjectWriter, Progress
+from modelfn.errors import StoreError
+from modelfn.store.base import CHUNK, ObjectStore, ObjectWriter, Progress, located
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -60,9 +60,14 @@ class S3Store(ObjectStore):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _fail(self, key: str, action: str, e: Exception) -> Exception:
+        """The error for a failed call, naming the key within the store and botocore's error code; the bucket,
+        the prefix and botocore's own message (which quotes the endpoint URL, bucket and key) go to the log."""
         if isinstance(e, ClientError) and _code(e) in _NOT_FOUND:
-            return ModelNotFound(f"{self.join(key)} does not exist")
-        return StoreError(f"could not {action} {self.join(key)}: {e}")
+            return self.missing(key)
+        what = repr(key) if key else "its root"
+        code = _code(e) if isinstance(e, ClientError) else ""
+        failed = StoreError(f"the store could not {action} {what} ({code or type(e).__name__})")
+        return located(failed, f"{self.join(key)}: {e}")
 
     def read_bytes(self, key: str) -> bytes:
         try:
@@ -76,7 +81,7 @@ class S3Store(ObjectStore):
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
         except ClientError as e:
             if _code(e) in _CONFLICT:
-                raise PublishError(f"{self.join(key)} already exists") from e
+                raise self.taken(key) from e
             raise self._fail(key, "write", e) from e
         except BotoCoreError as e:
             raise self._fail(key, "write", e) from e
@@ -129,7 +134,8 @@ class S3Store(ObjectStore):
         except (ClientError, BotoCoreError) as e:
             raise self._fail(key, "upload", e) from e
         except S3UploadFailedError as e:
-            raise StoreError(f"could not upload {self.join(key)}: {e}") from e
+            failed = StoreError(f"the store could not upload {key!r} ({type(e).__name__})")
+            raise located(failed, f"{self.join(key)}: {e}") from e
 
     def open_reader(self, key: str) -> BinaryIO:
         try:
@@ -140,7 +146,7 @@ class S3Store(ObjectStore):
 
     @contextmanager
     def open_writer(self, key: str) -> Iterator[ObjectWriter]:
-        writer = MultipartWriter(self.client, self.bucket, self._key(key))
+        writer = MultipartWriter(self.client, self.bucket, self._key(key), key)
         try:
             yield writer
             writer.complete()
@@ -178,8 +184,9 @@ class MultipartWriter:
 
     PART_SIZE = 8 * 1024 * 1024  # S3's minimum is 5 MiB for every part but the last
 
-    def __init__(self, client: S3Client, bucket: str, key: str) -> None:
+    def __init__(self, client: S3Client, bucket: str, key: str, name: str | None = None) -> None:
         self.client, self.bucket, self.key = client, bucket, key
+        self.name = key if name is None else name  # the key without the store's prefix: what error messages name
         self.buffer = bytearray()
         self.upload_id: str | None = None
         self.parts: list[CompletedPartTypeDef] = []
@@ -213,7 +220,8 @@ class MultipartWriter:
                 Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
             )
         except (ClientError, BotoCoreError) as e:
-            raise StoreError(f"could not write s3://{self.bucket}/{self.key}: {e}") from e
+            failed = StoreError(f"the store could not write {self.name!r} ({type(e).__name__})")
+            raise located(failed, f"s3://{self.bucket}/{self.key}: {e}") from e
 
     def abort(self) -> None:
         if self.upload_id is not None:
