@@ -16,6 +16,9 @@ from modelfn.registry import ModelRegistry
 from modelfn.settings import Settings
 
 log = logging.getLogger("modelfn")
+KEEP_ALIVE = 5
+"""Idle keep-alive seconds (MODELFN_KEEP_ALIVE overrides): uvicorn's own default, now stated. A request's body has
+its own deadline (MODELFN_BODY_TIMEOUT, adapters/asgi.py); this one closes idle connections between requests."""
 
 
 class ServeError(Exception):
@@ -101,7 +104,11 @@ def serve(
         return 2
     for name, message in registry.preload().items():
         print(f"modelfn serve: {name}: {message}", file=sys.stderr)
-    app = create_app(registry, hooks=hooks)
+    try:
+        app = create_app(registry, hooks=hooks)
+    except ValueError as e:  # a setting the service refuses, e.g. a malformed MODELFN_API_KEYS entry
+        print(f"modelfn serve: {e}", file=sys.stderr)
+        return 2
     where = f"{len(names)} model(s)" if names else "no models yet (new ones are picked up as they are published)"
     print(f"modelfn serve: {where} from {registry.repo.uri} on http://{host}:{port}", file=sys.stderr)
     if hooks:
@@ -112,5 +119,6 @@ def serve(
             f"modelfn serve: dynamic batching on (up to {cfg.max_batch_size} rows, {cfg.max_batch_wait_ms:g} ms)",
             file=sys.stderr,
         )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    keep_alive = registry.settings.keep_alive or KEEP_ALIVE
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, timeout_keep_alive=keep_alive)
     return 0

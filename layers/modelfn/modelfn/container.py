@@ -15,6 +15,9 @@ Everything else comes from the environment:
 - `MODELFN_HOST` (default `0.0.0.0`), `MODELFN_PORT` (else SageMaker's `SAGEMAKER_BIND_TO_PORT`, else 8080).
 - `MODELFN_SHUTDOWN_TIMEOUT` (default 30): seconds a SIGTERM waits for in-flight requests to finish.
 - `MODELFN_KEEP_ALIVE` (default 75): idle keep-alive seconds, above the 60 s of the load balancers in front.
+- `MODELFN_API_KEYS`, `MODELFN_RATE_LIMIT`, `MODELFN_MAX_CONCURRENCY` (default 256), `MODELFN_BODY_TIMEOUT`
+  (default 30): API keys and limits, as for `modelfn serve` (modelfn.service.auth, modelfn.service.limits). On a
+  SageMaker endpoint leave MODELFN_API_KEYS unset: InvokeEndpoint forwards no Authorization header (IAM guards it).
 - `MODELFN_LOG_LEVEL` (default `info`).
 
 Start: every served model is fetched, verified, loaded and warmed up before the port opens, so the first 200 from
@@ -127,7 +130,11 @@ def serve(cfg: ServerConfig) -> int:
         return 1
     for name, message in registry.preload().items():
         log.error("model %r could not be loaded at start: %s", name, message)
-    app = create_container_app(registry, default_model=default, models=names)
+    try:
+        app = create_container_app(registry, default_model=default, models=names)
+    except ValueError as e:  # a setting the service refuses, e.g. a malformed MODELFN_API_KEYS entry
+        print(f"modelfn.container: {e}", file=sys.stderr)
+        return 2
     server = uvicorn.Server(build_config(app, cfg))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _drained)

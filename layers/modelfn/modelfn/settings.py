@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -51,6 +51,28 @@ class Settings(BaseSettings):
     )
     max_loaded_mb: float | None = Field(
         default=None, gt=0, description="Artifact megabytes kept loaded per process (LRU), besides the count bound"
+    )
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated API keys or sha256:<hex> digests of keys; when set, every route but the "
+        "public ones needs one (Authorization: Bearer KEY or X-API-Key: KEY)",
+    )
+    rate_limit: float | None = Field(
+        default=None,
+        gt=0,
+        description="Requests per second per API key (per client address without keys), burst twice that; "
+        "beyond it 429 with Retry-After. Per process (per execution environment on Lambda)",
+    )
+    max_concurrency: int = Field(
+        default=256, ge=1, description="Requests a server works on at once (bodies still arriving count); then 503"
+    )
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a server waits for a request's whole body; then 408, connection closed"
+    )
+    keep_alive: int | None = Field(
+        default=None,
+        ge=1,
+        description="Idle keep-alive seconds of server connections (default: 5 for modelfn serve, 75 in the container)",
     )
     models_config: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

@@ -126,6 +126,14 @@ def unstaged(stage: str | None, path: str) -> str:
     return path
 
 
+def source_ip(event: LambdaEvent) -> str | None:
+    """The caller's address as API Gateway saw it (HTTP API and function URLs: `http.sourceIp`; REST:
+    `identity.sourceIp`; ALB events carry none), for rate limits without API keys."""
+    ctx = event.get("requestContext") or {}
+    ip = (ctx.get("http") or {}).get("sourceIp") or (ctx.get("identity") or {}).get("sourceIp")
+    return str(ip) if ip else None
+
+
 def source_of(event: LambdaEvent) -> HttpApi | RestApi | Alb | None:
     if HttpApi.matches(event):
         return HttpApi()
@@ -152,6 +160,7 @@ class LambdaHttp:
             request = source.request(event)
         except InvalidInput as e:
             return source.response(error_response(e))
+        request.client = source_ip(event)
         if self.base != "/" and (request.path == self.base or request.path.startswith(self.base + "/")):
             request.path = request.path[len(self.base) :] or "/"
         return source.response(self.service.handle(request))

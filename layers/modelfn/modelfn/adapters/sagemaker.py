@@ -72,7 +72,11 @@ def split_route(value: str) -> tuple[str, str, str]:
 
 class Invocations:
     """POST /invocations: an explicit route runs as that request; otherwise the body is inflated and parsed once,
-    its protocol sniffed, and the matching inference route runs on the parsed body (no replay, no re-parse)."""
+    its protocol sniffed, and the matching inference route runs on the parsed body (no replay, no re-parse).
+
+    The route it runs is not admitted again: /invocations is not public, so the outer request was already
+    authenticated and charged to its key's rate; checking the same headers again would only charge it twice. An
+    explicit route therefore never bypasses the keys, and never reaches a route the caller could not."""
 
     def __init__(self, service: Service, models: list[str] | None) -> None:
         self.service = service
@@ -84,7 +88,8 @@ class Invocations:
         explicit = headers.get(PATH_HEADER) or attrs.get(sagemaker.PATH)
         if explicit:
             method, path, query = split_route(explicit)
-            response = await self.service.handle_async(Request(method, path, query, headers, request.body))
+            inner = Request(method, path, query, headers, request.body, request.client)
+            response = await self.service.handle_async(inner, admitted=True)
         else:
             response = await self._sniffed(Request(request.method, request.path, "", headers, request.body))
         length = response.headers.get(v2.HEADER.lower())

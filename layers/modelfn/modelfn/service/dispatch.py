@@ -1,6 +1,7 @@
 """The service: one route table, one data plane, one error mapping, for every transport. `handle` answers in the
 calling thread (Lambda, one request per environment); `handle_async` answers on a server's event loop without ever
-blocking it (see runner.py)."""
+blocking it (see runner.py). Admission (API keys, then the rate limit) runs first, before the route is matched,
+so an unauthenticated client learns nothing but 401; with neither configured it costs one attribute check."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Any
 from modelfn.batching.batcher import Batcher
 from modelfn.hooks import Hooks
 from modelfn.registry import ModelRegistry
+from modelfn.service.auth import ApiKeys
 from modelfn.service.dataplane import DataPlane
+from modelfn.service.limits import RateLimiter
 from modelfn.service.request import Request, Response, error_response, json_response
 from modelfn.service.routes import CORE_ROUTES, Match, Route, RouteTable
 from modelfn.service.runner import Runner, in_thread
@@ -40,6 +43,10 @@ class Service:
         self.runner = Runner(self.plane, batcher)
         self.table = RouteTable(routes)
         self.title = title
+        settings = registry.settings
+        self.keys = ApiKeys.parse(settings.api_keys.get_secret_value() if settings.api_keys else None)
+        self.rates = RateLimiter(settings.rate_limit) if settings.rate_limit else None
+        self.guarded = self.keys is not None or self.rates is not None
         self.actions: dict[str, Action] = {**self._builtin(), **{k: make(self) for k, make in (actions or {}).items()}}
         missing = {r.action for r in routes if r.codec is None} - set(self.actions)
         if missing:
@@ -60,10 +67,24 @@ class Service:
             "docs": lambda r, p: self.docs_page(r),
         }
 
+    # ---- admission ---------------------------------------------------------------------------------------
+    def admit(self, request: Request) -> None:
+        """401 without a valid key, 429 over the rate, for every path but the public ones. Servers call it from
+        the headers alone, before reading the body (then `handle_async(..., admitted=True)`), so a client without
+        a key cannot make the server buffer a body. Without keys the rate is per client address (one shared
+        bucket when the transport does not know it)."""
+        if request.path in self.table.public:
+            return
+        who = self.keys.identify(request.headers) if self.keys is not None else f"addr:{request.client or ''}"
+        if self.rates is not None:
+            self.rates.take(who)
+
     # ---- dispatch ----------------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
         match: Match | None = None
         try:
+            if self.guarded:
+                self.admit(request)
             match = self.table.match(request.method, request.path)
             route = match.route
             if route.codec is not None:
@@ -79,9 +100,13 @@ class Service:
             response = error_response(e)
         return self._tagged(response, match)
 
-    async def handle_async(self, request: Request) -> Response:
+    async def handle_async(self, request: Request, admitted: bool = False) -> Response:
+        """`admitted`: the caller already ran `admit` for this request (the ASGI adapter, from the headers; SageMaker
+        /invocations for the route it runs inside an admitted request, which is not charged twice)."""
         match: Match | None = None
         try:
+            if self.guarded and not admitted:
+                self.admit(request)
             match = self.table.match(request.method, request.path)
             response = await self._dispatch_async(match, request)
         except Exception as e:

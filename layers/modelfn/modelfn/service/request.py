@@ -30,6 +30,8 @@ class Request:
     query: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+    client: str | None = None
+    """The client's address when the transport knows it (rate limits without API keys are per address)."""
 
     def query_param(self, name: str) -> str | None:
         """The last value of a query parameter, percent-decoded (`?model=a%26b` is the model `a&b`)."""
@@ -61,8 +63,19 @@ def json_response(obj: Any, status: int = 200, headers: Mapping[str, str] | None
     return Response(status, jsonio.dumps(obj), {"content-type": JSON, **(headers or {})})
 
 
+class Refused(ModelfnError):
+    """A request turned away before it ran (401, 408, 429, 503 busy), with the headers the client acts on
+    (WWW-Authenticate, Retry-After). Not logged: refusals come in floods and say nothing new."""
+
+    def __init__(self, message: str, headers: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.headers = dict(headers)
+
+
 def error_response(e: BaseException) -> Response:
     """`{"error": ...}` with the error's own status; anything unexpected is a 500 that names only its type."""
+    if isinstance(e, Refused):
+        return json_response({"error": e.message}, e.status, e.headers)
     if isinstance(e, ModelfnError):
         if e.status >= 500:
             log.warning("%s", e.message)

@@ -25,7 +25,8 @@ class RouteNotFound(ModelfnError):
 @dataclass(frozen=True)
 class Route:
     """`action` names the data-plane operation that answers; `codec` marks an inference route and its protocol.
-    `blocking`: the action may wait on the store or load a model, so servers run it off the event loop."""
+    `blocking`: the action may wait on the store or load a model, so servers run it off the event loop.
+    `public`: answered without an API key (health checks and the documentation), see service/auth.py."""
 
     method: str
     template: str
@@ -35,6 +36,7 @@ class Route:
     codec: Codec | None = None
     blocking: bool = False
     documented: bool = True
+    public: bool = False
     query: tuple[str, ...] = ()
     """Query parameters the route reads (documented in OpenAPI)."""
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
@@ -44,6 +46,8 @@ class Route:
         parts = _PARAM.split(self.template)
         regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/:]+)" for i, p in enumerate(parts))
         object.__setattr__(self, "pattern", re.compile(f"^{regex}$"))
+        if self.public and self.params:
+            raise ValueError(f"{self.template}: a public route must be a fixed path (admission compares paths)")
 
     @property
     def params(self) -> list[str]:
@@ -59,8 +63,10 @@ TFL = "/v1/models/{name}/labels/{label}"
 CORE_ROUTES: tuple[Route, ...] = (
     # Open Inference Protocol (KServe v2)
     Route("GET", "/v2", "server_metadata", ("v2",), "Server metadata"),
-    Route("GET", "/v2/health/live", "live", ("v2",), "Server liveness"),
-    Route("GET", "/v2/health/ready", "ready", ("v2",), "Server readiness: the store answers", blocking=True),
+    Route("GET", "/v2/health/live", "live", ("v2",), "Server liveness", public=True),
+    Route(
+        "GET", "/v2/health/ready", "ready", ("v2",), "Server readiness: the store answers", blocking=True, public=True
+    ),
     *(Route("GET", p, "v2_model", ("v2",), "Model metadata", blocking=True) for p in (V2, V2V)),
     *(Route("GET", f"{p}/ready", "v2_model_ready", ("v2",), "Model readiness", blocking=True) for p in (V2, V2V)),
     *(
@@ -92,13 +98,20 @@ CORE_ROUTES: tuple[Route, ...] = (
         query=("model",),
     ),
     # process
-    Route("GET", "/health", "health", ("health",), "Process health and the models loaded in it"),
-    Route("GET", "/openapi.json", "openapi", ("docs",), "This document", blocking=True, documented=False),
-    Route("GET", "/docs", "docs", ("docs",), "The OpenAPI UI", documented=False),
+    Route("GET", "/health", "health", ("health",), "Process health and the models loaded in it", public=True),
+    Route("GET", "/openapi.json", "openapi", ("docs",), "This document", blocking=True, documented=False, public=True),
+    Route("GET", "/docs", "docs", ("docs",), "The OpenAPI UI", documented=False, public=True),
 )
 
 CONTAINER_ROUTES: tuple[Route, ...] = (
-    Route("GET", "/ping", "ping", ("container",), "SageMaker health check: 200 once the served models are loaded"),
+    Route(
+        "GET",
+        "/ping",
+        "ping",
+        ("container",),
+        "SageMaker health check: 200 once the served models are loaded",
+        public=True,
+    ),
     Route(
         "POST",
         "/invocations",
@@ -121,6 +134,8 @@ class RouteTable:
 
     def __init__(self, routes: tuple[Route, ...]) -> None:
         self.routes = routes
+        self.public = frozenset(r.template for r in routes if r.public)
+        """Paths answered without an API key, whatever the method (a wrong one is still a 405)."""
         self._static: dict[tuple[str, str], Route] = {}
         self._dynamic: list[Route] = []
         for r in routes:
