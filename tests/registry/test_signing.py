@@ -94,7 +94,7 @@ def test_a_signed_version_serves_with_the_key_and_an_unsigned_one_does_not(
         verifying.get("iris", 2)
     assert e.value.status == 503
     assert "model 'iris' version 2: not signed" in e.value.message
-    assert verifying.cache.stats["loads"] == 1  # the unsigned version was refused before anything was fetched
+    assert verifying.cache.stats["downloads"] == 2  # version 1's model.sig and model.onnx: nothing of version 2
 
     # Without MODELFN_VERIFY_KEY signatures are not required, nor even fetched.
     sig = f"/{fresh_bucket.removeprefix('s3://').split('/')[0]}/models/iris/1/model.sig"
@@ -145,10 +145,12 @@ def test_a_replaced_artifact_with_a_rewritten_manifest_passes_sha256_but_not_the
     sha = hashlib.sha256(other).hexdigest()
     rewrite_manifest(store, "iris", 1, sha256=sha, size_bytes=len(other), inputs=inputs, outputs=outputs)
 
+    verifying = registry(fresh_bucket, tmp_path / "c1", keys["public"])
     with pytest.raises(NotReady) as e:
-        registry(fresh_bucket, tmp_path / "c1", keys["public"]).get("iris", 1)
+        verifying.get("iris", 1)
     differ = "model 'iris' version 1: signature does not verify (the signed files differ in model.onnx)"
     assert e.value.message == differ
+    assert verifying.cache.stats["downloads"] == 1  # the signature alone: the model itself was never fetched
     # the sha256 alone is satisfied: without the key the swapped model loads (as the ranker it is)
     assert registry(fresh_bucket, tmp_path / "c2").get("iris", 1).inputs[0].name == "dense"
 

@@ -242,19 +242,13 @@ class ModelCache:
         where = f"model {name!r} version {version}"
         manifest = repo.manifest(name, version)  # ModelNotFound propagates: the version does not exist
         check_manifest(manifest, name, version)
-        key = settings.verify_key
-        if key is not None and manifest.signature_bundle is None:
-            raise NotReady(f"{where}: not signed, and MODELFN_VERIFY_KEY requires a signature; not served")
         cache_dir = private_dir(settings.cache_dir)
         if cache_dir != settings.cache_dir:
             settings = settings.model_copy(update={"cache_dir": cache_dir})
         folder = cached_path(cache_dir, bundle_id(manifest)).parent
+        if settings.verify_key is not None:
+            self._check_signature(repo.store, manifest, folder, settings.verify_key)
         files = self._files(repo.store, name, version, folder, manifest.digests())
-        if key is not None and manifest.signature_bundle is not None:
-            from modelfn.registry import signing  # model-signing is imported only when signatures are checked
-
-            bundle = self._files(repo.store, name, version, folder, {SIGNATURE: manifest.signature_bundle.sha256})
-            signing.verify(key, bundle[SIGNATURE], name, version, manifest.digests())
         graph = files.pop(ARTIFACT)
         try:  # from the verified bytes: the graph, and its external data under the names the graph gives them
             session = load_session(graph, settings, what=where, external=files)
@@ -284,6 +278,19 @@ class ModelCache:
         self.stats["loads"] += 1
         log.info("loaded model %r version %d in %.1f ms", name, version, model.load_seconds * 1000)
         return model, manifest.size_bytes + sum(f.size_bytes for f in manifest.files)
+
+    def _check_signature(self, store: ObjectStore, manifest: Manifest, folder: Path, key: Path) -> None:
+        """With MODELFN_VERIFY_KEY, before any of the model's files is fetched: the version's signature must
+        verify over the sha256s its manifest records, which every byte loaded is then checked against."""
+        name, version = manifest.name, manifest.version
+        if manifest.signature_bundle is None:
+            raise NotReady(
+                f"model {name!r} version {version}: not signed, and MODELFN_VERIFY_KEY requires a signature; not served"
+            )
+        from modelfn.registry import signing  # model-signing is imported only when signatures are checked
+
+        bundle = self._files(store, name, version, folder, {SIGNATURE: manifest.signature_bundle.sha256})
+        signing.verify(key, bundle[SIGNATURE], name, version, manifest.digests())
 
     # ---- files on disk -------------------------------------------------------------------------------------
     def _files(

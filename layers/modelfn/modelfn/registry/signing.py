@@ -5,9 +5,9 @@ bundle whose DSSE envelope carries an in-toto statement listing each file with i
 elliptic-curve key (P-256, P-384 or P-521). Nothing goes over the network: no transparency log, no certificate
 authority, only the key pair.
 
-modelfn builds the statement from digests it already holds (publish, of the files it uploads; a load, of the very
-bytes it is about to run) instead of letting the library hash paths, since a path read twice is a path another
-process can swap in between. Two bindings are modelfn's own:
+modelfn builds the statement from digests it already holds (publish, of the files it uploads; a load, the sha256s
+the manifest records, which every byte it then loads must match) instead of letting the library hash paths, since
+a path read twice is a path another process can swap in between. Two bindings are modelfn's own:
 - the statement's subject name is `<model>/<version>` and a load checks it, so a signed version cannot be
   replayed as another model or version;
 - the files signed are exactly the version's (model.onnx and its external data, the manifest's `files`), and the
@@ -119,7 +119,8 @@ def _signed(public_key: Path, bundle: bytes, where: str) -> Manifest:
 
 def verify(public_key: Path, bundle: bytes, name: str, version: int, digests: Mapping[str, str]) -> None:
     """Refuse (NotReady, naming the reason) unless `bundle` is a signature by `public_key` for this model version
-    over exactly these files ({path in the version folder: sha256 of the bytes about to be loaded})."""
+    over exactly these files ({path in the version folder: sha256}, which every byte loaded is then checked
+    against)."""
     where = f"model {name!r} version {version}"
     signed = _signed(public_key, bundle, where)
     if signed.model_name != subject(name, version):
