@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,13 @@ class NoIamPolicyLoader:
         return {}
 
 
+def load_sam() -> dict[str, Any]:
+    return dict(yaml_parse(TEMPLATE.read_text()))
+
+
 @pytest.fixture(scope="module")
 def sam() -> dict[str, Any]:
-    return dict(yaml_parse(TEMPLATE.read_text()))
+    return load_sam()
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +65,8 @@ def packaged(sam: dict[str, Any]) -> dict[str, Any]:
     return t
 
 
-@pytest.fixture(scope="module")
-def cfn(sam: dict[str, Any]) -> dict[str, Any]:
+def translate(sam: dict[str, Any]) -> dict[str, Any]:
+    """The CloudFormation template the SAM transform makes of `sam`, offline."""
     with pytest.MonkeyPatch.context() as mp:  # the translator wants a region (for ARNs), nothing else
         mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
         mp.delenv("AWS_REGION", raising=False)
@@ -69,19 +74,69 @@ def cfn(sam: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def cfn(sam: dict[str, Any]) -> dict[str, Any]:
+    return translate(sam)
+
+
+@pytest.fixture(scope="module")
 def res(cfn: dict[str, Any]) -> dict[str, Any]:
     return dict(cfn["Resources"])
 
 
+NO_VALUE = object()  # AWS::NoValue: the property or list item is dropped
+
+
+class Intrinsics:
+    """Evaluates a template's intrinsic functions over given parameter values, as CloudFormation would (Ref,
+    Fn::Sub / Join / Select / Split / If, and the condition functions); a reference to a resource stays symbolic,
+    <LogicalId> or <LogicalId.Attribute>, which is all a static check needs."""
+
+    def __init__(self, params: dict[str, Any], conditions: dict[str, Any] | None = None) -> None:
+        self.params = params
+        self.conditions = conditions or {}
+        self.functions: dict[str, Callable[[Any], Any]] = {
+            "Ref": lambda a: NO_VALUE if a == "AWS::NoValue" else self.params.get(a, f"<{a}>"),
+            "Fn::GetAtt": lambda a: "<{}>".format(".".join(a) if isinstance(a, list) else a),
+            "Fn::Sub": self._sub,
+            "Fn::Join": lambda a: self.text(a[0]).join(map(self.text, self.value(a[1]))),
+            "Fn::Select": lambda a: self.value(a[1])[int(self.text(a[0]))],
+            "Fn::Split": lambda a: self.text(a[1]).split(self.text(a[0])),
+            "Fn::If": lambda a: self.value(a[1] if self.condition(a[0]) else a[2]),
+            "Condition": self.condition,
+            "Fn::Equals": lambda a: self.text(a[0]) == self.text(a[1]),
+            "Fn::Not": lambda a: not self.value(a[0]),
+            "Fn::And": lambda a: all(map(self.value, a)),
+            "Fn::Or": lambda a: any(map(self.value, a)),
+            "Fn::Contains": lambda a: self.value(a[1]) in self.value(a[0]),
+        }
+
+    def value(self, node: Any) -> Any:
+        if isinstance(node, list):
+            return [v for v in map(self.value, node) if v is not NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            ((fn, arg),) = node.items()
+            if fn in self.functions and (fn != "Condition" or isinstance(arg, str)):  # not an IAM Condition block
+                return self.functions[fn](arg)
+        return {k: v for k, v in ((k, self.value(v)) for k, v in node.items()) if v is not NO_VALUE}
+
+    def _sub(self, arg: Any) -> str:
+        text, local = (arg, {}) if isinstance(arg, str) else arg
+        names = {k: self.text(v) for k, v in self.params.items()} | {k: self.text(v) for k, v in local.items()}
+        return re.sub(r"\$\{([^}!]+)\}", lambda m: names.get(m.group(1), f"<{m.group(1)}>"), text)
+
+    def condition(self, name: str) -> bool:
+        return bool(self.value(self.conditions[name]))
+
+    def text(self, node: Any) -> str:
+        v = self.value(node)
+        return v if isinstance(v, str) else json.dumps(v)
+
+
 def sub(value: Any, params: dict[str, Any]) -> str:
     """Resolve a Fn::Sub / Ref over parameters and pseudo parameters; other references become <LogicalId>."""
-    if isinstance(value, str):
-        return value
-    if "Ref" in value:
-        return str(params.get(value["Ref"], f"<{value['Ref']}>"))
-    text, local = (value["Fn::Sub"], {}) if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"]
-    names = {k: sub(v, params) for k, v in local.items()} | {k: str(v) for k, v in params.items()}
-    return re.sub(r"\$\{([^}]+)\}", lambda m: names.get(m.group(1), f"<{m.group(1)}>"), text)
+    return Intrinsics(params).text(value)
 
 
 def statements(res: dict[str, Any], role: str) -> list[dict[str, Any]]:
@@ -212,11 +267,19 @@ def test_sqs_event_sources_report_batch_item_failures_and_queues_redrive(res: di
         assert queue["VisibilityTimeout"] <= 43200  # SQS maximum
         dlq = res[f"{mc}DeadLetterQueue"]["Properties"]
         assert dlq["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]  # a message outlives its retries
-        # SQS consume permissions come with the event, nothing broader
+        # the event source polls with the function's own role, which may consume this queue and no other
         role = res[f"{mc}BatchFunctionRole"]["Properties"]
-        assert "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole" in json.dumps(
-            role["ManagedPolicyArns"]
-        )
+        assert "ManagedPolicyArns" not in role  # AWSLambdaSQSQueueExecutionRole would allow every queue
+        assert res[f"{mc}BatchFunction"]["Properties"]["Role"] == {"Fn::GetAtt": [f"{mc}BatchFunctionRole", "Arn"]}
+        consume = [
+            st for st in statements(res, f"{mc}BatchFunctionRole") if "sqs:ReceiveMessage" in as_list(st["Action"])
+        ]
+        assert [(sorted(as_list(st["Action"])), st["Resource"]) for st in consume] == [
+            (
+                ["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"],
+                {"Fn::GetAtt": [f"{mc}Queue", "Arn"]},
+            )
+        ]
 
 
 def test_s3_notifications_have_disjoint_prefixes_and_never_touch_the_results_bucket(
@@ -343,13 +406,35 @@ def test_image_function_is_built_from_the_lambda_image_folder(sam: dict[str, Any
 def api_routes(res: dict[str, Any]) -> dict[tuple[str, str], str]:
     """(METHOD, path) -> the function whose live alias the route integrates."""
     routes = {}
-    for path, ops in res["HttpApi"]["Properties"]["Body"]["paths"].items():
-        for method, op in ops.items():
-            uri = op["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
-            (alias,) = re.findall(r"functions/\$\{(\w+)Aliaslive\}/invocations", uri)
-            assert op["x-amazon-apigateway-integration"]["payloadFormatVersion"] == "2.0"
-            routes[("ANY" if method == "x-amazon-apigateway-any-method" else method.upper(), path)] = alias
+    for r in res.values():
+        if r["Type"] != "AWS::ApiGatewayV2::Route":
+            continue
+        assert r["Properties"]["ApiId"] == {"Ref": "HttpApi"}
+        method, path = r["Properties"]["RouteKey"].split(" ")
+        (integration,) = re.findall(r"^integrations/\$\{(\w+)\}$", r["Properties"]["Target"]["Fn::Sub"])
+        target = res[integration]["Properties"]
+        assert target["ApiId"] == {"Ref": "HttpApi"}
+        assert (target["IntegrationType"], target["PayloadFormatVersion"]) == ("AWS_PROXY", "2.0")
+        (alias,) = re.findall(r"^(\w+)Aliaslive$", ref_id(target["IntegrationUri"]))
+        assert (method, path) not in routes, (method, path)
+        routes[(method, path)] = alias
     return routes
+
+
+def test_http_api_may_invoke_each_routed_alias_and_nothing_else(res: dict[str, Any]) -> None:
+    """One permission per routed function: its live alias, for this API's execute-api ARN only."""
+    routed = sorted(set(api_routes(res).values()))
+    granted: dict[str, int] = {}
+    for r in res.values():
+        p = r["Properties"]
+        if r["Type"] == "AWS::Lambda::Permission" and p["Principal"] == "apigateway.amazonaws.com":
+            assert p["Action"] == "lambda:InvokeFunction"
+            assert p["SourceArn"] == {
+                "Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${HttpApi}/*"
+            }
+            (fn,) = re.findall(r"^(\w+)Aliaslive$", ref_id(p["FunctionName"]))
+            granted[fn] = granted.get(fn, 0) + 1
+    assert granted == dict.fromkeys(routed, 1)
 
 
 def test_http_api_routes_each_model_to_its_function_and_server_routes_to_the_default(res: dict[str, Any]) -> None:
@@ -393,16 +478,15 @@ def test_heavy_model_function_forwards_to_its_endpoint_only(sam: dict[str, Any],
     assert "sagemaker_proxy import http_handler" in sam["Resources"]["HeavyMlpHttpFunction"]["Properties"]["InlineCode"]
     env = p["Environment"]["Variables"]
     assert env["MODELFN_SAGEMAKER_ENDPOINT"] == {"Ref": "HeavyMlpEndpointName"}
-    statements = [
-        st for pol in sam["Resources"]["HeavyMlpHttpFunction"]["Properties"]["Policies"] for st in pol["Statement"]
-    ]
-    assert [st["Action"] for st in statements] == ["sagemaker:InvokeEndpoint"]
-    assert "endpoint/${HeavyMlpEndpointName}" in statements[0]["Resource"]["Fn::Sub"]
+    assert p["Role"] == {"Fn::GetAtt": ["HeavyMlpHttpFunctionRole", "Arn"]}
+    sts = [st for st in statements(res, "HeavyMlpHttpFunctionRole") if st["Sid"] not in ("WriteOwnLogs", "WriteTraces")]
+    assert [st["Action"] for st in sts] == ["sagemaker:InvokeEndpoint"]
+    assert "endpoint/${HeavyMlpEndpointName}" in sts[0]["Resource"]["Fn::Sub"]
 
 
 def test_http_api_route_paths_are_valid_route_keys(res: dict[str, Any]) -> None:
     """HTTP API: a path variable is a whole segment ({name}), a greedy one ({name+}) only the last segment."""
-    for path in res["HttpApi"]["Properties"]["Body"]["paths"]:
+    for _, path in api_routes(res):
         assert path.startswith("/") and (path == "/" or not path.endswith("/")), path
         segments = path.strip("/").split("/")
         for i, seg in enumerate(segments):
