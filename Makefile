@@ -15,12 +15,19 @@ $(STAMP): pyproject.toml layers/modelfn/requirements.txt
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# checkov (tests/infra/test_security.py) gets a venv of its own: it pins boto3, packaging and networkx to versions
+# the dev environment must not be downgraded to.
+CHECKOV := $(VENV)/checkov/bin/checkov
+$(CHECKOV):
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet "checkov==3.3.30"
+
+install: $(STAMP) $(CHECKOV)
 
 demo: $(STAMP)
 	$(VENV)/bin/modelfn dev --port $(PORT) $(if $(ONCE),--once,)
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
