@@ -26,7 +26,7 @@ class ModelNotFound(ModelfnError):
 
 
 class PayloadTooLarge(ModelfnError):
-    """The request body exceeds MODELFN_MAX_BODY_BYTES."""
+    """The request is too large: its body exceeds MODELFN_MAX_BODY_BYTES, or its tensors MODELFN_MAX_ELEMENTS."""
 
     status = 413
 

@@ -8,6 +8,15 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MAX_ELEMENTS = 16_777_216
+"""2**24 elements in all a request's tensors: 64 MiB as FP32, 128 MiB as FP64. The default body limit (6 MiB)
+carries at most 6 Mi one-byte elements (binary UINT8) or 3 Mi JSON numbers, so no body it admits is refused; what
+this stops is a few bytes of header declaring a shape of gigabytes, refused before anything is allocated, and it
+still bounds a server that raises MODELFN_MAX_BODY_BYTES."""
+MAX_JSON_DEPTH = 64
+"""numpy's own bound on dimensions: no tensor's data nests deeper, so nothing servable is refused, and Python's
+recursion limit (1000) stays far away from every walk over a request's values."""
+
 
 class Settings(BaseSettings):
     """Everything a function or server reads from its environment. Built on demand, never at import."""
@@ -29,6 +38,15 @@ class Settings(BaseSettings):
         "with it, and an unsigned or badly signed version is not served",
     )
     max_body_bytes: int = Field(default=6 * 1024 * 1024, gt=0, description="Larger request bodies get 413")
+    max_elements: int = Field(
+        default=MAX_ELEMENTS, gt=0, description="Requests whose tensors declare more elements in all get 413"
+    )
+    max_json_depth: int = Field(
+        default=MAX_JSON_DEPTH,
+        ge=1,
+        le=512,
+        description="How deeply the values of a request may nest where they are walked (tensor data, b64); deeper: 400",
+    )
     label_ttl: float = Field(default=30.0, ge=0, description="Seconds a resolved label (and a failed load) is trusted")
     providers: str = Field(
         default="CPUExecutionProvider",

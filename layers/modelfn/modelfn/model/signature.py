@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import numpy as np
 from pydantic import BaseModel
 
+from modelfn import jsonio
 from modelfn.errors import InvalidInput
 
 # KServe v2 datatype -> numpy dtype. BYTES is variable-length: numpy object arrays of bytes.
@@ -294,9 +295,9 @@ def _refuse(spec: TensorSpec, arr: np.ndarray, at: int, label: str, why: str) ->
     """Name the value at flat index `at` and where it is (its index in the data as sent)."""
     value = arr.reshape(-1)[at]
     value = value.item() if isinstance(value, np.generic) else value
-    shown = ("true" if value else "false") if isinstance(value, bool) else repr(value)
+    shown = ("true" if value else "false") if isinstance(value, bool) else jsonio.shown(value)
     where = f" at {_index(at, arr.shape)}" if arr.ndim else ""
-    raise InvalidInput(f"{label}: expected {spec.datatype} values, got {shown[:64]}{where} ({why})")
+    raise InvalidInput(f"{label}: expected {spec.datatype} values, got {shown}{where} ({why})")
 
 
 def _objects(data: Any) -> np.ndarray:
@@ -321,7 +322,7 @@ def _text(arr: np.ndarray, label: str) -> np.ndarray:
         elif isinstance(x, bytes):
             out.append(utf8(x, f"{label} element {_index(i, arr.shape)}"))
         else:
-            shown = "a list (the data is ragged)" if isinstance(x, list) else f"{x!r:.64}"
+            shown = "a list (the data is ragged)" if isinstance(x, list) else jsonio.shown(x)
             where = f" at {_index(i, arr.shape)}" if arr.ndim else ""
             raise InvalidInput(f"{label}: expected BYTES values (strings), got {shown}{where}")
     return np.array(out, dtype=np.object_).reshape(arr.shape)

@@ -19,3 +19,13 @@ def split_rows(results: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
         raise InvalidInput("the model's outputs do not share a batch dimension; ask for whole tensors instead")
     count = sizes.pop() or 0
     return [{name: a[i] for name, a in results.items()} for i in range(count)]
+
+
+def request_id(rid: Any) -> str | None:
+    """A request's optional `id` (None: none), echoed in its answer: a string or a number. Anything else is refused
+    rather than shown back as Python would print it (a list nested 1,000 deep cannot even be printed)."""
+    if rid is None:
+        return None
+    if isinstance(rid, bool) or not isinstance(rid, str | int | float):
+        raise InvalidInput(f"'id' must be a string, got {type(rid).__name__}")
+    return str(rid)

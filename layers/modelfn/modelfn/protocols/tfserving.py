@@ -14,7 +14,8 @@ from modelfn import jsonio
 from modelfn.errors import InvalidInput
 from modelfn.model.loaded import LoadedModel
 from modelfn.model.signature import V2_TO_TF, TensorSpec, coerce
-from modelfn.protocols import split_rows
+from modelfn.protocols import request_id, split_rows
+from modelfn.protocols.sizes import DEFAULT, SizeLimits
 
 SIGNATURE = "serving_default"
 
@@ -25,10 +26,13 @@ class TFRequest:
     row_format: bool
 
 
-def _unb64(value: Any, where: str) -> Any:
-    """{"b64": ...} values as their bytes (which `coerce` then takes as UTF-8 text); plain strings stay."""
+def _unb64(value: Any, where: str, limits: SizeLimits, level: int = 1) -> Any:
+    """{"b64": ...} values as their bytes (which `coerce` then takes as UTF-8 text); plain strings stay. It walks
+    every list, as deep as MODELFN_MAX_JSON_DEPTH at most, so never as deep as Python's recursion limit."""
     if isinstance(value, list):
-        return [_unb64(v, where) for v in value]
+        if level > limits.max_json_depth:
+            raise limits.too_deep(where)
+        return [_unb64(v, where, limits, level + 1) for v in value]
     if isinstance(value, dict) and set(value) == {"b64"}:
         try:
             return base64.b64decode(value["b64"], validate=True)
@@ -37,32 +41,47 @@ def _unb64(value: Any, where: str) -> Any:
     return value
 
 
-def _tensor(spec: TensorSpec, value: Any, where: str) -> np.ndarray:
+Columns = list[tuple[TensorSpec, Any]]
+"""Each input's spec with its JSON value, gathered before any is converted (and so counted first)."""
+
+
+def _tensors(columns: Columns, limits: SizeLimits) -> dict[str, np.ndarray]:
+    """The inputs as arrays, once their elements in all are within MODELFN_MAX_ELEMENTS."""
+    labeled = []
+    total = 0
+    for spec, value in columns:
+        where = f"input {spec.name!r}"
+        total += limits.nested_elements(value, where)
+        labeled.append((spec, value, where))
+    limits.check_elements(total)
+    return {spec.name: _tensor(spec, value, where, limits) for spec, value, where in labeled}
+
+
+def _tensor(spec: TensorSpec, value: Any, where: str, limits: SizeLimits) -> np.ndarray:
     if spec.datatype == "BYTES":
-        value = _unb64(value, where)
+        value = _unb64(value, where, limits)
     return coerce(spec, value, None, where)
 
 
-def decode_request(body: bytes, model: LoadedModel) -> TFRequest:
-    return decode_parsed(jsonio.loads(body, "predict request"), model)
+def decode_request(body: bytes, model: LoadedModel, limits: SizeLimits = DEFAULT) -> TFRequest:
+    return decode_parsed(jsonio.loads(body, "predict request"), model, limits)
 
 
-def decode_parsed(req: Any, model: LoadedModel) -> TFRequest:
+def decode_parsed(req: Any, model: LoadedModel, limits: SizeLimits = DEFAULT) -> TFRequest:
     if not isinstance(req, dict):
         raise InvalidInput("predict request must be a JSON object with 'instances' or 'inputs'")
     sig = req.get("signature_name", SIGNATURE)
     if sig != SIGNATURE:
-        raise InvalidInput(f"signature_name {sig!r} not found; this model has {SIGNATURE!r}")
+        raise InvalidInput(f"signature_name {jsonio.shown(sig)} not found; this model has {SIGNATURE!r}")
     has_instances, has_inputs = "instances" in req, "inputs" in req
     if has_instances == has_inputs:
         raise InvalidInput("request must have exactly one of 'instances' (row format) or 'inputs' (columnar format)")
-    specs = model.inputs
-    if has_instances:
-        return TFRequest(_decode_rows(req["instances"], specs), True)
-    return TFRequest(_decode_columns(req["inputs"], specs), False)
+    request_id(req.get("id"))  # not TF Serving's, but echoed in an SQS answer: a string or a number only
+    columns = _rows(req["instances"], model.inputs) if has_instances else _columns(req["inputs"], model.inputs)
+    return TFRequest(_tensors(columns, limits), has_instances)
 
 
-def _decode_rows(instances: Any, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+def _rows(instances: Any, specs: Sequence[TensorSpec]) -> Columns:
     if not isinstance(instances, list) or not instances:
         raise InvalidInput("'instances' must be a non-empty list, one entry per example")
     named = all(isinstance(r, dict) and "b64" not in r for r in instances)
@@ -75,24 +94,24 @@ def _decode_rows(instances: Any, specs: Sequence[TensorSpec]) -> dict[str, np.nd
                 raise InvalidInput(f"instances[{i}] has keys {sorted(keys)}; every instance needs exactly {names}")
             for n in names:
                 cols[n].append(row[n])
-        return {s.name: _tensor(s, cols[s.name], f"input {s.name!r}") for s in specs}
+        return [(s, cols[s.name]) for s in specs]
     if any(isinstance(r, dict) and "b64" not in r for r in instances):
         raise InvalidInput("'instances' mixes named (object) and unnamed entries")
     if len(specs) != 1:
         raise InvalidInput(f"the model has {len(specs)} inputs {[s.name for s in specs]}: each instance must name them")
-    return {specs[0].name: _tensor(specs[0], instances, f"input {specs[0].name!r}")}
+    return [(specs[0], instances)]
 
 
-def _decode_columns(inputs: Any, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+def _columns(inputs: Any, specs: Sequence[TensorSpec]) -> Columns:
     if isinstance(inputs, dict) and set(inputs) != {"b64"}:
         by_name = {s.name: s for s in specs}
         unknown = sorted(set(inputs) - set(by_name))
         if unknown:
             raise InvalidInput(f"unknown input(s) {unknown}; the model expects {list(by_name)}")
-        return {n: _tensor(by_name[n], v, f"input {n!r}") for n, v in inputs.items()}
+        return [(by_name[n], v) for n, v in inputs.items()]
     if len(specs) != 1:
         raise InvalidInput(f"the model has {len(specs)} inputs {[s.name for s in specs]}: 'inputs' must name them")
-    return {specs[0].name: _tensor(specs[0], inputs, f"input {specs[0].name!r}")}
+    return [(specs[0], inputs)]
 
 
 def encode_response(results: Mapping[str, np.ndarray], row_format: bool) -> dict[str, Any]:

@@ -7,6 +7,7 @@ binary when asked (`parameters.binary_data` per output, or `binary_data_output` 
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from modelfn import jsonio
 from modelfn.errors import InvalidInput
 from modelfn.model.loaded import LoadedModel
 from modelfn.model.signature import NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec, coerce, reshape, utf8
+from modelfn.protocols import request_id
+from modelfn.protocols.sizes import DEFAULT, SizeLimits
 
 HEADER = "Inference-Header-Content-Length"
 
@@ -32,17 +35,20 @@ class V2Request:
 
 def _shape(raw: Any, where: str) -> list[int]:
     if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
-        raise InvalidInput(f"{where}: 'shape' must be a list of non-negative integers, got {raw!r}")
+        raise InvalidInput(f"{where}: 'shape' must be a list of non-negative integers, got {jsonio.shown(raw)}")
     return raw
 
 
-def decode_bytes_tensor(buf: bytes | memoryview, where: str) -> np.ndarray:
+def decode_bytes_tensor(buf: bytes | memoryview, where: str, count: int | None = None) -> np.ndarray:
     """BYTES in binary form: each element is a 4-byte little-endian length followed by that many bytes, which
-    must be UTF-8: the elements come back as `str`, what onnxruntime's string tensors take."""
+    must be UTF-8: the elements come back as `str`, what onnxruntime's string tensors take. With `count` (the
+    declared shape's), no more elements than that are read: a buffer of empty strings cannot make a longer list."""
     items: list[str] = []
     view = memoryview(buf)
     pos = 0
     while pos < len(view):
+        if len(items) == count:
+            raise InvalidInput(f"{where}: the binary data holds more than the {count} elements its shape declares")
         if pos + 4 > len(view):
             raise InvalidInput(f"{where}: truncated BYTES element length at offset {pos}")
         (n,) = struct.unpack_from("<I", view, pos)
@@ -66,7 +72,7 @@ def encode_bytes_tensor(arr: np.ndarray) -> bytes:
 
 def _binary_tensor(spec: TensorSpec, shape: list[int], buf: memoryview, where: str) -> np.ndarray:
     if spec.datatype == "BYTES":
-        arr = decode_bytes_tensor(buf, where)
+        arr = decode_bytes_tensor(buf, where, math.prod(shape))
     else:
         itemsize = spec.dtype.itemsize
         if len(buf) % itemsize:
@@ -75,7 +81,9 @@ def _binary_tensor(spec: TensorSpec, shape: list[int], buf: memoryview, where: s
     return reshape(arr, shape, f"{where} (binary data)")
 
 
-def decode_request(body: bytes, header_length: int | None, model: LoadedModel) -> V2Request:
+def decode_request(
+    body: bytes, header_length: int | None, model: LoadedModel, limits: SizeLimits = DEFAULT
+) -> V2Request:
     """Parse a v2 request (JSON, or JSON header + binary tensors) into arrays of the declared datatypes."""
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
@@ -83,29 +91,38 @@ def decode_request(body: bytes, header_length: int | None, model: LoadedModel) -
         head, binary = body[:header_length], memoryview(body)[header_length:]
     else:
         head, binary = body, memoryview(b"")
-    return decode_parsed(jsonio.loads(head, "inference request"), binary, model)
+    return decode_parsed(jsonio.loads(head, "inference request"), binary, model, limits)
 
 
-def decode_parsed(req: Any, binary: memoryview, model: LoadedModel) -> V2Request:
+def decode_parsed(req: Any, binary: memoryview, model: LoadedModel, limits: SizeLimits = DEFAULT) -> V2Request:
     """Decode an already parsed JSON header (and the binary part after it, empty for pure JSON)."""
     if not isinstance(req, dict):
         raise InvalidInput("inference request must be a JSON object with an 'inputs' list")
     raw_inputs = req.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInput("inference request needs a non-empty 'inputs' list")
-    inputs = _decode_inputs(raw_inputs, binary, model)
+    rid = request_id(req.get("id"))
+    inputs = _decode_inputs(raw_inputs, binary, model, limits)
     outputs, binary_outputs = _requested_outputs(req, model)
-    rid = req.get("id")
-    return V2Request(inputs, outputs, binary_outputs, str(rid) if rid is not None else None)
+    return V2Request(inputs, outputs, binary_outputs, rid)
 
 
-def _decode_inputs(raw_inputs: list[Any], binary: memoryview, model: LoadedModel) -> dict[str, np.ndarray]:
-    """Each input from its JSON `data` or, in input order, from its slice of the binary part."""
+def _decode_inputs(
+    raw_inputs: list[Any], binary: memoryview, model: LoadedModel, limits: SizeLimits
+) -> dict[str, np.ndarray]:
+    """Each input from its JSON `data` or, in input order, from its slice of the binary part; the shapes all
+    inputs declare are counted against MODELFN_MAX_ELEMENTS before any of them is decoded."""
     specs = {s.name: s for s in model.inputs}
-    inputs: dict[str, np.ndarray] = {}
-    offset = 0
+    declared = []
+    total = 0
     for i, item in enumerate(raw_inputs):
         spec, shape, where = _declared(item, i, specs, model)
+        declared.append((item, spec, shape, where))
+        total += math.prod(shape)
+    limits.check_elements(total)
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for item, spec, shape, where in declared:
         if spec.name in inputs:
             raise InvalidInput(f"{where} appears twice")
         size = _binary_size(item, where)
@@ -118,7 +135,10 @@ def _decode_inputs(raw_inputs: list[Any], binary: memoryview, model: LoadedModel
             inputs[spec.name] = _binary_tensor(spec, shape, binary[offset : offset + size], where)
             offset += size
         elif "data" in item:
-            inputs[spec.name] = coerce(spec, item["data"], shape, where)
+            data = item["data"]
+            if isinstance(data, list) and data and isinstance(data[0], list):  # flat data is always shallow enough
+                limits.nested_elements(data, where)  # for its depth: the count is the declared shape's to match
+            inputs[spec.name] = coerce(spec, data, shape, where)
         else:
             raise InvalidInput(f"{where} has neither 'data' nor parameters.binary_data_size")
     if offset != len(binary):
@@ -139,7 +159,7 @@ def _declared(
         raise InvalidInput(f"unknown input {name!r}; the model expects {[s.describe() for s in model.inputs]}")
     datatype = item.get("datatype")
     if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
-        raise InvalidInput(f"{where}: unknown datatype {datatype!r}; expected {spec.datatype}")
+        raise InvalidInput(f"{where}: unknown datatype {jsonio.shown(datatype)}; expected {spec.datatype}")
     if datatype != spec.datatype:
         raise InvalidInput(f"{where}: datatype {datatype} does not match the model's {spec.datatype}")
     return spec, _shape(item.get("shape"), where), where

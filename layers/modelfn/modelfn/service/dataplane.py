@@ -16,6 +16,7 @@ from modelfn.errors import InvalidInput, ModelNotFound
 from modelfn.hooks import Hooks
 from modelfn.model.loaded import LoadedModel
 from modelfn.protocols import plain, tfserving, v2
+from modelfn.protocols.sizes import SizeLimits
 from modelfn.registry import ModelRegistry
 from modelfn.service.request import JSON, VERSION_HEADER, Request, Response, json_response, request_body
 from modelfn.service.routes import Codec
@@ -76,6 +77,7 @@ class DataPlane:
         self.registry = registry
         self.default_model = default_model
         self.hooks = dict(hooks or {})
+        self.limits = SizeLimits.from_settings(registry.settings)
 
     # ---- inference ---------------------------------------------------------------------------------------
     def target(
@@ -118,23 +120,29 @@ class DataPlane:
         body = request_body(request, self.registry.settings.max_body_bytes) if parsed is None else b""
         headers = request.headers
         if codec == "v2":
-            return self._decode_v2(model, body, headers, parsed)
+            return self._decode_v2(model, body, headers, parsed, self.limits)
         if codec == "tf":
-            tf = tfserving.decode_parsed(parsed, model) if parsed is not None else tfserving.decode_request(body, model)
+            tf = (
+                tfserving.decode_parsed(parsed, model, self.limits)
+                if parsed is not None
+                else tfserving.decode_request(body, model, self.limits)
+            )
             return Decoded(tf.inputs, None, lambda r: (jsonio.dumps(tfserving.encode_response(r, tf.row_format)), {}))
         hooks = self.hooks.get(model.name, Hooks())
         if parsed is not None:
-            inputs = plain.decode_parsed(parsed, model, hooks.preprocess)
+            inputs = plain.decode_parsed(parsed, model, hooks.preprocess, self.limits)
         else:
-            inputs = plain.decode_request(body, model, hooks.preprocess)
+            inputs = plain.decode_request(body, model, hooks.preprocess, self.limits)
         return Decoded(inputs, None, lambda r: (jsonio.dumps(plain.encode_response(r, model, hooks.postprocess)), {}))
 
     @staticmethod
-    def _decode_v2(model: LoadedModel, body: bytes, headers: Mapping[str, str], parsed: Any) -> Decoded:
+    def _decode_v2(
+        model: LoadedModel, body: bytes, headers: Mapping[str, str], parsed: Any, limits: SizeLimits
+    ) -> Decoded:
         if parsed is not None:
-            req = v2.decode_parsed(parsed, memoryview(b""), model)
+            req = v2.decode_parsed(parsed, memoryview(b""), model, limits)
         else:
-            req = v2.decode_request(body, _v2_header_length(headers), model)
+            req = v2.decode_request(body, _v2_header_length(headers), model, limits)
 
         def encode(results: Mapping[str, np.ndarray]) -> Encoded:
             content, json_len = v2.encode_response(model, results, req.binary_outputs, req.id)
