@@ -23,9 +23,10 @@ from modelfn.service.routes import Codec
 from modelfn.store.layout import check_label, check_name
 
 Encoded = tuple[bytes, dict[str, str]]
+NO_HOOKS = Hooks()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     """The model a request runs and the version it asked for (an integer, a label, or None: the default)."""
 
@@ -33,7 +34,7 @@ class Target:
     version: int | str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Decoded:
     """A decoded inference request: the inputs to run, the outputs asked for, and how to encode the results."""
 
@@ -128,7 +129,7 @@ class DataPlane:
                 else tfserving.decode_request(body, model, self.limits)
             )
             return Decoded(tf.inputs, None, lambda r: (jsonio.dumps(tfserving.encode_response(r, tf.row_format)), {}))
-        hooks = self.hooks.get(model.name, Hooks())
+        hooks = self.hooks.get(model.name, NO_HOOKS)
         if parsed is not None:
             inputs = plain.decode_parsed(parsed, model, hooks.preprocess, self.limits)
         else:

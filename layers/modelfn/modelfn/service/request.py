@@ -21,7 +21,7 @@ VERSION_HEADER = "modelfn-version"
 """Every inference response names the integer version that actually served it."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     """One HTTP-shaped request. `headers` keys are lower case; `body` is as received (maybe compressed)."""
 
@@ -35,6 +35,8 @@ class Request:
 
     def query_param(self, name: str) -> str | None:
         """The last value of a query parameter, percent-decoded (`?model=a%26b` is the model `a&b`)."""
+        if not self.query:
+            return None
         value = None
         for k, v in parse_qsl(self.query, keep_blank_values=True):
             if k == name:
@@ -42,7 +44,7 @@ class Request:
         return value
 
 
-@dataclass
+@dataclass(slots=True)
 class Response:
     status: int
     body: bytes

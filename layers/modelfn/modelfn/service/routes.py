@@ -123,7 +123,7 @@ CONTAINER_ROUTES: tuple[Route, ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Match:
     route: Route
     params: dict[str, str]
