@@ -113,7 +113,9 @@ class DataPlane:
         return names[0]
 
     def model(self, target: Target) -> LoadedModel:
-        return self.registry.get(target.name, target.version)
+        """From memory when the resolution is fresh (the warm path), else resolved and loaded."""
+        model = self.registry.lookup(target.name, target.version)
+        return model if model is not None else self.registry.get(target.name, target.version)
 
     def decode(self, codec: Codec, model: LoadedModel, request: Request, parsed: Any = None) -> Decoded:
         """`parsed`: the body already inflated and parsed as JSON by whoever had to look inside it (SageMaker
