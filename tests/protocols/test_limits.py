@@ -484,3 +484,12 @@ def test_json_lines_nested_too_deeply_are_row_errors(tmp_path: Path) -> None:
     assert sorted(errors) == [2, 3]
     assert "is nested more than 1024 levels deep" in errors[2]
     assert "maximum number of dimension of 64" in errors[3]  # numpy's own bound, read as a row error
+
+
+def test_the_boolean_search_is_skipped_only_for_a_body_without_a_boolean_token() -> None:
+    """`coerce` looks for JSON booleans among numbers unless the raw body cannot hold one; the refusal itself is
+    tested through every decoder in test_values.py (those bodies hold `true`)."""
+    assert SizeLimits().for_body(b'{"features": [1.0, 2.5]}').may_hold_booleans is False
+    assert SizeLimits().for_body(b'{"features": [1.0, true]}').may_hold_booleans is True
+    assert SizeLimits().for_body(b'{"instances": [[false, 2]]}').may_hold_booleans is True
+    assert SizeLimits().for_body(b"[1]").for_body(b"[true]").may_hold_booleans is True  # decided by the body alone

@@ -109,14 +109,17 @@ def shape_matches(expected: Sequence[int], actual: Sequence[int]) -> bool:
     return len(expected) == len(actual) and all(e in (-1, a) for e, a in zip(expected, actual, strict=True))
 
 
-def coerce(spec: TensorSpec, data: Any, shape: Sequence[int] | None = None, where: str = "") -> np.ndarray:
+def coerce(
+    spec: TensorSpec, data: Any, shape: Sequence[int] | None = None, where: str = "", booleans: bool = True
+) -> np.ndarray:
     """Turn decoded JSON data (nested or flat lists, scalars) into an array of the spec's dtype.
 
     The one place the value rules live (HTTP, SQS and batch rows alike): lossless conversions are accepted (JSON
     integers for a float input, 2.0 for an integer one); a value that does not fit (out of range, a boolean for a
     number, a fraction for an integer, a float that overflows to infinity) is refused with its position, because
     a wrapped or rounded value is a wrong answer, not a served request. BYTES become `str` (what onnxruntime's
-    string tensors take); bytes are accepted only as UTF-8.
+    string tensors take); bytes are accepted only as UTF-8. `booleans=False`: the caller knows the data holds no
+    JSON boolean (its raw body has no `true`/`false`), so none is searched for among the numbers.
     """
     label = where or f"input {spec.name!r}"
     if spec.datatype == "BYTES":
@@ -124,7 +127,7 @@ def coerce(spec: TensorSpec, data: Any, shape: Sequence[int] | None = None, wher
     elif isinstance(data, np.ndarray):
         arr = cast(spec, data, label)
     else:
-        arr = _numbers(spec, data, label)
+        arr = _numbers(spec, data, label, booleans)
     return arr if shape is None else reshape(arr, shape, label)
 
 
@@ -165,7 +168,7 @@ def cast(spec: TensorSpec, arr: np.ndarray, where: str = "") -> np.ndarray:
     raise InvalidInput(f"{label}: expected {spec.datatype} values, got {got}")
 
 
-def _numbers(spec: TensorSpec, data: Any, label: str) -> np.ndarray:
+def _numbers(spec: TensorSpec, data: Any, label: str, booleans: bool = True) -> np.ndarray:
     try:
         arr = np.asarray(data)
     except (ValueError, TypeError) as e:
@@ -174,7 +177,7 @@ def _numbers(spec: TensorSpec, data: Any, label: str) -> np.ndarray:
         _refuse(spec, arr, _first_not(_flat(data, arr.ndim), _BOOLS), label, "BOOL takes true or false")
     if arr.dtype.kind not in "iuf" or spec.datatype == "BOOL":
         return cast(spec, arr, label)
-    at = _boolean_at(data, arr)
+    at = _boolean_at(data, arr) if booleans else None
     if at is not None:  # numpy reads true/false as 1/0
         _refuse(spec, arr.astype(np.bool_), at, label, "a boolean")
     if spec.datatype in _INTS and arr.dtype.kind == "f" and arr.size and _MAX(np.abs(arr), axis=None) >= _EXACT_FLOAT:

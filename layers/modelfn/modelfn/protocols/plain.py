@@ -22,7 +22,7 @@ Postprocess = Callable[[list[dict[str, Any]], LoadedModel], list[dict[str, Any]]
 def decode_request(
     body: bytes, model: LoadedModel, preprocess: Preprocess | None = None, limits: SizeLimits = DEFAULT
 ) -> dict[str, np.ndarray]:
-    return decode_parsed(jsonio.loads(body, "predict request"), model, preprocess, limits)
+    return decode_parsed(jsonio.loads(body, "predict request"), model, preprocess, limits.for_body(body))
 
 
 def decode_parsed(
@@ -42,7 +42,7 @@ def decode_parsed(
         names = [s.name for s in model.inputs]
         raise InvalidInput(f"/predict feeds a single input; this model has {names}: use /v2/models/{model.name}/infer")
     spec = model.inputs[0]
-    arr = coerce(spec, features, None, "features")
+    arr = coerce(spec, features, None, "features", limits.may_hold_booleans)
     if arr.ndim == len(spec.shape) - 1:  # one row without its batch dimension
         arr = arr[np.newaxis, ...]
     return {spec.name: arr}

@@ -4,7 +4,8 @@ a request's tensors hold in all (MODELFN_MAX_ELEMENTS: 413) and how deeply the v
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, replace
 from typing import Any
 
 from modelfn.errors import InvalidInput, PayloadTooLarge
@@ -17,6 +18,14 @@ class SizeLimits:
 
     max_elements: int = MAX_ELEMENTS
     max_json_depth: int = MAX_JSON_DEPTH
+    may_hold_booleans: bool = True
+    """False when the raw body has no JSON `true`/`false` token at all, so `coerce` need not look for a boolean
+    among numbers (on the warm path that search is most of the value checks' cost)."""
+
+    def for_body(self, body: bytes) -> SizeLimits:
+        """These limits, noting whether `body` can hold a JSON boolean (a substring search at C speed)."""
+        booleans = b"true" in body or b"false" in body
+        return self if booleans == self.may_hold_booleans else _variant(self, booleans)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SizeLimits:
@@ -53,3 +62,8 @@ class SizeLimits:
 
 DEFAULT = SizeLimits()
 """What a codec applies when its caller passes no settings (tests, tools)."""
+
+
+@functools.cache
+def _variant(limits: SizeLimits, booleans: bool) -> SizeLimits:
+    return replace(limits, may_hold_booleans=booleans)

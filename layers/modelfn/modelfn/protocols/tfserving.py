@@ -60,11 +60,11 @@ def _tensors(columns: Columns, limits: SizeLimits) -> dict[str, np.ndarray]:
 def _tensor(spec: TensorSpec, value: Any, where: str, limits: SizeLimits) -> np.ndarray:
     if spec.datatype == "BYTES":
         value = _unb64(value, where, limits)
-    return coerce(spec, value, None, where)
+    return coerce(spec, value, None, where, limits.may_hold_booleans)
 
 
 def decode_request(body: bytes, model: LoadedModel, limits: SizeLimits = DEFAULT) -> TFRequest:
-    return decode_parsed(jsonio.loads(body, "predict request"), model, limits)
+    return decode_parsed(jsonio.loads(body, "predict request"), model, limits.for_body(body))
 
 
 def decode_parsed(req: Any, model: LoadedModel, limits: SizeLimits = DEFAULT) -> TFRequest:

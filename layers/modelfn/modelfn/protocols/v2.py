@@ -91,7 +91,7 @@ def decode_request(
         head, binary = body[:header_length], memoryview(body)[header_length:]
     else:
         head, binary = body, memoryview(b"")
-    return decode_parsed(jsonio.loads(head, "inference request"), binary, model, limits)
+    return decode_parsed(jsonio.loads(head, "inference request"), binary, model, limits.for_body(head))
 
 
 def decode_parsed(req: Any, binary: memoryview, model: LoadedModel, limits: SizeLimits = DEFAULT) -> V2Request:
@@ -138,7 +138,7 @@ def _decode_inputs(
             data = item["data"]
             if isinstance(data, list) and data and isinstance(data[0], list):  # flat data is always shallow enough
                 limits.nested_elements(data, where)  # for its depth: the count is the declared shape's to match
-            inputs[spec.name] = coerce(spec, data, shape, where)
+            inputs[spec.name] = coerce(spec, data, shape, where, limits.may_hold_booleans)
         else:
             raise InvalidInput(f"{where} has neither 'data' nor parameters.binary_data_size")
     if offset != len(binary):
