@@ -11,7 +11,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from modelfn.errors import ModelfnError, ModelNotFound, PublishError
@@ -21,8 +21,6 @@ from modelfn.store import Manifest, ModelRepository, ObjectStore, open_store
 from modelfn.store.base import Progress, file_sha256
 from modelfn.store.layout import (
     ARTIFACT,
-    CLAIM,
-    MANIFEST,
     SIGNATURE,
     ArtifactFile,
     artifact_key,
@@ -30,6 +28,7 @@ from modelfn.store.layout import (
     check_name,
     claim_key,
     dump_labels,
+    file_path_problem,
     labels_key,
     manifest_key,
     parse_labels,
@@ -41,8 +40,6 @@ if TYPE_CHECKING:
     from model_signing._signing.sign_ec_key import Signer
 
 PROGRESS_THRESHOLD = 8 * 1024 * 1024
-RESERVED = {ARTIFACT, MANIFEST, CLAIM, SIGNATURE}
-"""Names in a version folder that belong to the layout: an external data file may not take one."""
 ZIPMAP_FIX = (
     "convert without ZipMap: skl2onnx.to_onnx(model, X, options={'zipmap': False}), or "
     "convert_sklearn(model, ..., options={id(model): {'zipmap': False}}), gives a [N, classes] probability tensor"
@@ -115,18 +112,11 @@ def model_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
 
 
 def _location_problem(location: str) -> str | None:
-    """Why a `location` could name a file outside the model's folder (or a layout name), or None."""
-    posix = PurePosixPath(location)
-    windows = PureWindowsPath(location)
-    problems = [
-        (not location.strip(), "names no file"),
-        (posix.is_absolute() or windows.is_absolute() or bool(windows.drive), "is an absolute path"),
-        ("\\" in location, "contains a backslash"),
-        (any(ord(c) < 0x20 for c in location), "contains a control character"),
-        (".." in posix.parts, "has a '..' segment, leaving the model's folder"),
-        (posix.as_posix().lower() in RESERVED, f"is a name the store layout reserves ({', '.join(sorted(RESERVED))})"),
-    ]
-    return next((why for bad, why in problems if bad), None)
+    """Why a `location` could name a file outside the model's folder (or a layout name), or None: the layout's
+    rules for a version's files, on the path as it will be stored (`./w.bin` is `w.bin`)."""
+    if not location.strip():
+        return "names no file"
+    return file_path_problem(PurePosixPath(location).as_posix())
 
 
 def _data_file(folder: Path, location: str, tensor: str) -> DataFile:

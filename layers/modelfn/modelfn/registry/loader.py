@@ -28,7 +28,7 @@ from modelfn.registry.cache_dir import private_dir
 from modelfn.registry.labels import Resolutions
 from modelfn.settings import Settings
 from modelfn.store.base import ObjectStore, located
-from modelfn.store.layout import ARTIFACT, CLAIM, MANIFEST, SIGNATURE, Manifest, ModelRepository
+from modelfn.store.layout import ARTIFACT, SIGNATURE, Manifest, ModelRepository, file_path_problem
 
 log = logging.getLogger("modelfn")
 Key = tuple[str, str, int]
@@ -45,22 +45,6 @@ def number_or_label(version: str | int | None) -> int | str | None:
 
 
 # ---- the files of a version on disk ----------------------------------------------------------------------------
-def path_problem(path: str) -> str | None:
-    """Why a manifest's file path could land outside its version folder (or be read two ways), or None if safe."""
-    parts = path.split("/")
-    problems = [
-        (path.startswith("/"), "is absolute"),
-        ("\\" in path, "contains a backslash"),
-        (any(ord(c) < 0x20 for c in path), "contains a control character"),
-        (".." in parts, "contains '..'"),
-        ("" in parts, "has an empty segment"),
-        ("." in parts, "has a '.' segment"),
-        (path == ARTIFACT, f"is the artifact's own name {ARTIFACT!r}"),
-        (path in (MANIFEST, SIGNATURE, CLAIM), "is a name the store layout reserves"),
-    ]
-    return next((why for bad, why in problems if bad), None)
-
-
 def check_manifest(manifest: Manifest, name: str, version: int) -> None:
     """Refuse, before anything is fetched, a manifest that claims another model or version than where it sits (the
     location is what the client asked for, never what a copied or tampered manifest says) or whose files could
@@ -70,7 +54,7 @@ def check_manifest(manifest: Manifest, name: str, version: int) -> None:
         raise NotReady(f"{where}: its manifest names model {manifest.name!r} version {manifest.version}; not served")
     seen: set[str] = set()
     for f in manifest.files:
-        problem = path_problem(f.path) or ("is listed twice" if f.path in seen else None)
+        problem = file_path_problem(f.path) or ("is listed twice" if f.path in seen else None)
         if problem:
             raise NotReady(f"{where}: the manifest's file path {f.path!r} {problem}; not served")
         seen.add(f.path)

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 from datetime import UTC, datetime
+from pathlib import PureWindowsPath
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -20,6 +21,29 @@ SIGNATURE = "model.sig"
 """The version's OpenSSF model signature (a Sigstore bundle), written by `modelfn publish --sign-key`."""
 CLAIM = ".claim"
 LABELS = "labels.json"
+RESERVED = frozenset({ARTIFACT, MANIFEST, SIGNATURE, CLAIM})
+"""Names in a version folder that belong to the layout: an external-data file may not take one."""
+
+
+def file_path_problem(path: str) -> str | None:
+    """Why a file path inside a version folder (an external-data `location`, a manifest's `files` entry) could name
+    a file outside that folder, be read two ways, or take a name of the layout's; None when it is safe. Publish and
+    the loader apply these same rules."""
+    parts = path.split("/")
+    windows = PureWindowsPath(path)
+    problems = [
+        (path.startswith("/") or windows.is_absolute() or bool(windows.drive), "is an absolute path"),
+        ("\\" in path, "contains a backslash"),
+        (any(ord(c) < 0x20 for c in path), "contains a control character"),
+        (".." in parts, "has a '..' segment, leaving the model's folder"),
+        ("" in parts, "has an empty segment"),
+        ("." in parts, "has a '.' segment"),
+        (path.lower() == ARTIFACT, f"is the artifact's own name {ARTIFACT!r}"),
+        (path.lower() in RESERVED, f"is a name the store layout reserves ({', '.join(sorted(RESERVED))})"),
+    ]
+    return next((why for bad, why in problems if bad), None)
+
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 
