@@ -104,12 +104,20 @@ def declared_length(headers: Mapping[str, str], limit: int) -> int | None:
     return length
 
 
+IDENTITY = ("", "identity")
+
+
+def content_encoding(headers: Mapping[str, str]) -> str:
+    """The request's Content-Encoding, normalized ("" when none)."""
+    return headers.get("content-encoding", "").strip().lower()
+
+
 def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     """The body under its Content-Encoding (gzip or deflate, as tritonclient offers), inflated only up to `limit`
     bytes: a small compressed body cannot expand past the size limit in memory. A stream that is truncated or
     followed by trailing bytes is refused, not half-read."""
     encoding = encoding.strip().lower()
-    if encoding in ("identity", ""):
+    if encoding in IDENTITY:
         if len(body) > limit:
             raise too_large(limit)
         return body
@@ -129,4 +137,4 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
 
 def request_body(request: Request, limit: int) -> bytes:
     """The request's body, inflated and within the limit: what every codec reads."""
-    return decompress(request.body, request.headers.get("content-encoding", ""), limit)
+    return decompress(request.body, content_encoding(request.headers), limit)

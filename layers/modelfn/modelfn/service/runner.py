@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from modelfn.batching.batcher import Batcher
 from modelfn.model.loaded import LoadedModel
 from modelfn.service.dataplane import DataPlane, Target
-from modelfn.service.request import Request, Response
+from modelfn.service.request import IDENTITY, Request, Response, content_encoding
 from modelfn.service.routes import Codec
 
 T = TypeVar("T")
@@ -26,8 +26,7 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
 
 
 def is_quick(request: Request) -> bool:
-    encoding = request.headers.get("content-encoding", "").strip().lower()
-    return len(request.body) <= INLINE_BYTES and encoding in ("", "identity")
+    return len(request.body) <= INLINE_BYTES and content_encoding(request.headers) in IDENTITY
 
 
 class Runner:
@@ -37,8 +36,9 @@ class Runner:
 
     async def model(self, target: Target) -> LoadedModel:
         """The loaded model from memory when its resolution is fresh; otherwise resolved and loaded in a thread."""
-        model = self.plane.registry.lookup(target.name, target.version)
-        return model if model is not None else await in_thread(self.plane.model, target)
+        registry = self.plane.registry
+        model = registry.lookup(target.name, target.version)
+        return model if model is not None else await in_thread(registry.get, target.name, target.version)
 
     async def infer(self, codec: Codec, target: Target, request: Request, parsed: Any = None) -> Response:
         model = await self.model(target)
