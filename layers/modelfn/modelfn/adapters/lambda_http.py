@@ -76,10 +76,7 @@ class RestApi:
 
     @staticmethod
     def request(event: LambdaEvent) -> Request:
-        multi = event.get("multiValueQueryStringParameters") or {
-            k: [v] for k, v in (event.get("queryStringParameters") or {}).items()
-        }
-        query = urlencode([(k, v) for k, vs in multi.items() for v in vs or []])
+        query = urlencode(_query_pairs(event))
         return Request(event["httpMethod"], event.get("path") or "/", query, _headers_v1(event), _body(event))
 
     @staticmethod
@@ -100,10 +97,7 @@ class Alb:
 
     @staticmethod
     def request(event: LambdaEvent) -> Request:
-        multi = event.get("multiValueQueryStringParameters") or {
-            k: [v] for k, v in (event.get("queryStringParameters") or {}).items()
-        }
-        query = "&".join(f"{k}={v}" for k, vs in multi.items() for v in vs or [])
+        query = "&".join(f"{k}={v}" for k, v in _query_pairs(event))
         return Request(event["httpMethod"], event.get("path") or "/", query, _headers_v1(event), _body(event))
 
     def response(self, response: Response) -> dict[str, Any]:
@@ -111,6 +105,14 @@ class Alb:
         if self.multi_value:
             out["multiValueHeaders"] = {k: [v] for k, v in out.pop("headers").items()}
         return out
+
+
+def _query_pairs(event: LambdaEvent) -> list[tuple[str, str]]:
+    """REST v1 and ALB query parameters as (name, value) pairs, from the multi-value form when the event has it."""
+    multi = event.get("multiValueQueryStringParameters") or {
+        k: [v] for k, v in (event.get("queryStringParameters") or {}).items()
+    }
+    return [(k, v) for k, vs in multi.items() for v in vs or []]
 
 
 def _headers_v1(event: LambdaEvent) -> dict[str, str]:
