@@ -50,6 +50,7 @@ from modelfn.registry import ModelRegistry
 from modelfn.service.dispatch import ActionFactory, Service
 from modelfn.service.request import Request, Response, json_response, request_body
 from modelfn.service.routes import CONTAINER_ROUTES, CORE_ROUTES
+from modelfn.service.runner import in_thread, is_quick
 
 PATH_HEADER = "x-modelfn-path"
 TARGET_MODEL = "x-amzn-sagemaker-target-model"
@@ -97,10 +98,17 @@ class Invocations:
             response.headers[sagemaker.HEADER] = sagemaker.format_attributes({sagemaker.BINARY_LENGTH: length})
         return response
 
-    async def _sniffed(self, request: Request) -> Response:
+    def _read(self, request: Request, binary: bool) -> tuple[bytes, Any]:
+        """The inflated body and, unless it is v2 binary, its JSON: parsed once, here."""
         body = request_body(request, self.service.registry.settings.max_body_bytes)
+        return body, None if binary else jsonio.loads(body, "invocation body")
+
+    async def _sniffed(self, request: Request) -> Response:
         binary = v2.HEADER.lower() in request.headers
-        parsed = None if binary else jsonio.loads(body, "invocation body")
+        # as for every route: a big or compressed body is inflated and parsed off the event loop
+        body, parsed = (
+            self._read(request, binary) if is_quick(request) else await in_thread(self._read, request, binary)
+        )
         kind = protocol_of(parsed, binary)
         model = self._target_model(request.headers)
         headers = {k: v for k, v in request.headers.items() if k != "content-encoding"}  # inflated now
