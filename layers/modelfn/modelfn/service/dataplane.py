@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,15 @@ from modelfn.model.loaded import LoadedModel
 from modelfn.protocols import plain, tfserving, v2
 from modelfn.protocols.sizes import SizeLimits
 from modelfn.registry import ModelRegistry
-from modelfn.service.request import JSON, VERSION_HEADER, Request, Response, json_response, request_body
+from modelfn.service.request import (
+    JSON,
+    VERSION_HEADER,
+    InferenceRecord,
+    Request,
+    Response,
+    json_response,
+    request_body,
+)
 from modelfn.service.routes import Codec
 from modelfn.store.layout import check_label, check_name
 
@@ -156,15 +165,18 @@ class DataPlane:
         return Decoded(req.inputs, req.outputs or None, encode)
 
     @staticmethod
-    def answer(model: LoadedModel, encoded: Encoded) -> Response:
+    def answer(model: LoadedModel, encoded: Encoded, record: InferenceRecord | None = None) -> Response:
         content, headers = encoded
         out = {"content-type": JSON, **headers, VERSION_HEADER: str(model.version)}
-        return Response(200, content, out, model=model.name, version=model.version)
+        return Response(200, content, out, model=model.name, version=model.version, record=record)
 
     def run(self, codec: Codec, model: LoadedModel, request: Request, parsed: Any = None) -> Response:
         """Decode, predict and encode in the calling thread."""
         decoded = self.decode(codec, model, request, parsed)
-        return self.answer(model, decoded.encode(model.predict(decoded.inputs, decoded.outputs)))
+        started = perf_counter()
+        results = model.predict(decoded.inputs, decoded.outputs)
+        record = InferenceRecord(decoded.inputs, results, perf_counter() - started, model.sha256)
+        return self.answer(model, decoded.encode(results), record)
 
     def infer(self, codec: Codec, target: Target, request: Request, parsed: Any = None) -> Response:
         """The whole inference in the calling thread (Lambda, SQS, worker threads)."""

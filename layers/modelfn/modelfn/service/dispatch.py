@@ -6,8 +6,10 @@ so an unauthenticated client learns nothing but 401; with neither configured it 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from functools import cached_property
+from time import perf_counter
 from typing import Any
 
 from modelfn.batching.batcher import Batcher
@@ -20,8 +22,14 @@ from modelfn.service.request import Request, Response, error_response, json_resp
 from modelfn.service.routes import CORE_ROUTES, Match, Route, RouteTable
 from modelfn.service.runner import Runner, in_thread
 
+log = logging.getLogger("modelfn")
+
 Action = Callable[[Request, Mapping[str, str]], Response | Awaitable[Response]]
 ActionFactory = Callable[["Service"], Action]
+Observer = Callable[[Request, Response, float], None]
+"""Called after every answered request with the request, its response (`route`, `model`, `version`, and on an
+inference's 200 the `record` of what ran) and the seconds the service spent on it: statistics, metrics, capture.
+An observer must be quick (an append, a counter); one that raises is logged and never changes the response."""
 """Builds an action of a route added to the core table (the container's /ping, /invocations), given the service."""
 
 
@@ -48,6 +56,7 @@ class Service:
         self.rates = RateLimiter(settings.rate_limit) if settings.rate_limit else None
         self.guarded = self.keys is not None or self.rates is not None
         self.actions: dict[str, Action] = {**self._builtin(), **{k: make(self) for k, make in (actions or {}).items()}}
+        self.observers: list[Observer] = []
         missing = {r.action for r in routes if r.codec is None} - set(self.actions)
         if missing:
             raise ValueError(f"routes without an action: {sorted(missing)}")
@@ -81,6 +90,7 @@ class Service:
 
     # ---- dispatch ----------------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
+        started = perf_counter()
         match: Match | None = None
         try:
             if self.guarded:
@@ -98,11 +108,12 @@ class Service:
                 response = answer
         except Exception as e:
             response = error_response(e)
-        return self._tagged(response, match)
+        return self._observed(request, self._tagged(response, match), started)
 
     async def handle_async(self, request: Request, admitted: bool = False) -> Response:
         """`admitted`: the caller already ran `admit` for this request (the ASGI adapter, from the headers; SageMaker
         /invocations for the route it runs inside an admitted request, which is not charged twice)."""
+        started = perf_counter()
         match: Match | None = None
         try:
             if self.guarded and not admitted:
@@ -111,7 +122,7 @@ class Service:
             response = await self._dispatch_async(match, request)
         except Exception as e:
             response = error_response(e)
-        return self._tagged(response, match)
+        return self._observed(request, self._tagged(response, match), started)
 
     async def _dispatch_async(self, match: Match, request: Request) -> Response:
         route = match.route
@@ -135,6 +146,16 @@ class Service:
         except Exception as e:
             response = error_response(e)
         return self._tagged(response, Match(route, dict(params)))
+
+    def _observed(self, request: Request, response: Response, started: float) -> Response:
+        if self.observers:
+            seconds = perf_counter() - started
+            for observe in self.observers:
+                try:
+                    observe(request, response, seconds)
+                except Exception:
+                    log.exception("observer %r failed; the response is unchanged", observe)
+        return response
 
     @staticmethod
     def _tagged(response: Response, match: Match | None) -> Response:

@@ -45,6 +45,18 @@ class Request:
 
 
 @dataclass(slots=True)
+class InferenceRecord:
+    """What an inference ran, kept on its response for the observers (capture, statistics, shadow): the decoded
+    inputs, the model's results and how long `predict` took. References only: building it copies nothing."""
+
+    inputs: Mapping[str, Any]
+    outputs: Mapping[str, Any]
+    predict_seconds: float
+    sha256: str = ""
+    """The served version's content digest (model and external data files)."""
+
+
+@dataclass(slots=True)
 class Response:
     status: int
     body: bytes
@@ -55,6 +67,8 @@ class Response:
     """The version that answered, when one did."""
     route: str | None = None
     """The matched route's template (`/v2/models/{name}/infer`), for metrics labels."""
+    record: InferenceRecord | None = None
+    """Set on an inference's 200: what ran (see Service.observers)."""
 
     @property
     def content_type(self) -> str:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, TypeVar
 
 from modelfn.batching.batcher import Batcher
 from modelfn.model.loaded import LoadedModel
 from modelfn.service.dataplane import DataPlane, Target
-from modelfn.service.request import IDENTITY, Request, Response, content_encoding
+from modelfn.service.request import IDENTITY, InferenceRecord, Request, Response, content_encoding
 from modelfn.service.routes import Codec
 
 T = TypeVar("T")
@@ -53,6 +54,8 @@ class Runner:
                 decoded = self.plane.decode(codec, model, request, parsed)
             else:
                 decoded = await in_thread(self.plane.decode, codec, model, request, parsed)
+        started = perf_counter()
         results = await batcher.predict(model, decoded.inputs, decoded.outputs)
+        record = InferenceRecord(decoded.inputs, results, perf_counter() - started, model.sha256)
         encoded = decoded.encode(results) if quick else await in_thread(decoded.encode, results)
-        return self.plane.answer(model, encoded)
+        return self.plane.answer(model, encoded, record)
