@@ -92,6 +92,26 @@ class Settings(BaseSettings):
         ge=1,
         description="Idle keep-alive seconds of server connections (default: 5 for modelfn serve, 75 in the container)",
     )
+    response_cache_mb: float = Field(
+        default=0.0, ge=0, description="In-process response cache, megabytes of results kept (LRU); 0: off"
+    )
+    response_cache_ttl: float = Field(default=300.0, gt=0, description="Seconds a cached response is served")
+    response_cache_url: str | None = Field(
+        default=None, description="redis://host:port/db: a response cache tier shared by all processes (optional)"
+    )
+    capture: str | None = Field(
+        default=None, description="Where requests are captured: s3://bucket/prefix, a folder, or firehose://STREAM"
+    )
+    capture_percent: float = Field(default=100.0, ge=0, le=100, description="Share of requests captured")
+    capture_flush_seconds: float = Field(
+        default=60.0, gt=0, description="Captured records are written at least this often (and on a graceful stop)"
+    )
+    capture_buffer_mb: float = Field(
+        default=4.0, gt=0, description="Captured records held in memory before a write; beyond twice this, dropped"
+    )
+    grpc_port: int | None = Field(
+        default=None, ge=1, le=65535, description="The container's gRPC port (Open Inference Protocol); off when unset"
+    )
     models_config: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description='Per-model overrides of the fields above, JSON: {"mlp": {"providers": "...", "batching": true}}',
