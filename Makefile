@@ -7,7 +7,7 @@ ONCE   ?=
 PORT   ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install clean system
 
 $(STAMP): pyproject.toml layers/modelfn/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,12 +22,16 @@ $(CHECKOV):
 	$(PYTHON) -m venv $(VENV)/checkov
 	$(VENV)/checkov/bin/pip install --quiet "checkov==3.3.30"
 
-install: $(STAMP) $(CHECKOV)
+# System programs the tests start for real (a Redis server, Chromium): each scripts/install-*.sh is idempotent.
+system:
+	@for script in scripts/install-*.sh; do bash $$script || exit 1; done
+
+install: $(STAMP) $(CHECKOV) system
 
 demo: $(STAMP)
 	$(VENV)/bin/modelfn dev --port $(PORT) $(if $(ONCE),--once,)
 
-test: $(STAMP) $(CHECKOV)
+test: $(STAMP) $(CHECKOV) system
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
