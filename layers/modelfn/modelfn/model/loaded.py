@@ -28,6 +28,8 @@ class LoadedModel:
     metadata: dict[str, Any] = field(default_factory=dict)
     features: list[str] | None = None
     """Names of a single [N, K] input's K columns (the manifest's `features`), for batch scoring by name."""
+    content_id: str = ""
+    """A digest of every file the version loaded (graph and external data): what a cached answer is keyed by."""
 
     @property
     def output_names(self) -> list[str]:

@@ -62,6 +62,16 @@ def check_manifest(manifest: Manifest, name: str, version: int) -> None:
         raise NotReady(f"{where}: the manifest's signature path is not {SIGNATURE!r}; not served")
 
 
+def content_id(manifest: Manifest) -> str:
+    """One digest of every file a version loads: its graph's sha256 when that is all, else a sha256 over each
+    file's path and digest, so two versions with the same graph and different external weights differ."""
+    digests = manifest.digests()
+    if len(digests) == 1:
+        return manifest.sha256
+    listing = "\n".join(f"{path}\t{digest}" for path, digest in sorted(digests.items()))
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
 def cached_path(cache_dir: Path, bundle: str) -> Path:
     """Where the disk cache keeps the model file of a version whose bundle_id is `bundle`."""
     return cache_dir / "sha256" / bundle / ARTIFACT
@@ -255,6 +265,7 @@ class ModelCache:
                 "artifact": str(folder / ARTIFACT),
             },
             features=manifest.features,
+            content_id=content_id(manifest),
         )
         if settings.warmup:
             warm_up(model)

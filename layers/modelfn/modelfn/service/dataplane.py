@@ -19,7 +19,9 @@ from modelfn.model.loaded import LoadedModel
 from modelfn.protocols import plain, tfserving, v2
 from modelfn.protocols.sizes import SizeLimits
 from modelfn.registry import ModelRegistry
+from modelfn.service.cache import ResponseCache, Results, cache_key
 from modelfn.service.request import (
+    CACHE_HEADER,
     JSON,
     VERSION_HEADER,
     InferenceRecord,
@@ -88,6 +90,7 @@ class DataPlane:
         self.default_model = default_model
         self.hooks = dict(hooks or {})
         self.limits = SizeLimits.from_settings(registry.settings)
+        self.cache = ResponseCache.from_settings(registry.settings)
 
     # ---- inference ---------------------------------------------------------------------------------------
     def target(
@@ -164,19 +167,42 @@ class DataPlane:
 
         return Decoded(req.inputs, req.outputs or None, encode)
 
+    def cached(self, codec: Codec, model: LoadedModel, decoded: Decoded) -> tuple[bytes | None, Results | None]:
+        """The response cache's key and hit for a decoded request: (None, None) with the cache off."""
+        if self.cache is None:
+            return None, None
+        key = cache_key(model.name, model.content_id or model.sha256, codec, decoded.outputs, decoded.inputs)
+        return key, self.cache.get(model.name, key)
+
+    def predict(
+        self, codec: Codec, model: LoadedModel, decoded: Decoded
+    ) -> tuple[Results, InferenceRecord, bool | None]:
+        """The model's results (from the response cache when it holds them), what ran, and whether it was a
+        cache hit (None with the cache off)."""
+        key, hit = self.cached(codec, model, decoded)
+        started = perf_counter()
+        results = hit if hit is not None else model.predict(decoded.inputs, decoded.outputs)
+        record = InferenceRecord(decoded.inputs, results, perf_counter() - started, model.content_id or model.sha256)
+        if key is not None and hit is None:
+            assert self.cache is not None
+            self.cache.put(key, results)
+        return results, record, None if key is None else hit is not None
+
     @staticmethod
-    def answer(model: LoadedModel, encoded: Encoded, record: InferenceRecord | None = None) -> Response:
+    def answer(
+        model: LoadedModel, encoded: Encoded, record: InferenceRecord | None = None, cache_hit: bool | None = None
+    ) -> Response:
         content, headers = encoded
         out = {"content-type": JSON, **headers, VERSION_HEADER: str(model.version)}
+        if cache_hit is not None:
+            out[CACHE_HEADER] = "hit" if cache_hit else "miss"
         return Response(200, content, out, model=model.name, version=model.version, record=record)
 
     def run(self, codec: Codec, model: LoadedModel, request: Request, parsed: Any = None) -> Response:
         """Decode, predict and encode in the calling thread."""
         decoded = self.decode(codec, model, request, parsed)
-        started = perf_counter()
-        results = model.predict(decoded.inputs, decoded.outputs)
-        record = InferenceRecord(decoded.inputs, results, perf_counter() - started, model.sha256)
-        return self.answer(model, decoded.encode(results), record)
+        results, record, hit = self.predict(codec, model, decoded)
+        return self.answer(model, decoded.encode(results), record, hit)
 
     def infer(self, codec: Codec, target: Target, request: Request, parsed: Any = None) -> Response:
         """The whole inference in the calling thread (Lambda, SQS, worker threads)."""

@@ -19,6 +19,8 @@ log = logging.getLogger("modelfn")
 JSON = "application/json"
 VERSION_HEADER = "modelfn-version"
 """Every inference response names the integer version that actually served it."""
+CACHE_HEADER = "modelfn-cache"
+"""`hit` or `miss` on inference responses while the response cache is on."""
 
 
 @dataclass(slots=True)

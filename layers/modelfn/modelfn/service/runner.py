@@ -43,19 +43,25 @@ class Runner:
 
     async def infer(self, codec: Codec, target: Target, request: Request, parsed: Any = None) -> Response:
         model = await self.model(target)
-        quick = is_quick(request)
+        plane = self.plane
+        quick = is_quick(request) and (plane.cache is None or not plane.cache.blocking)
         batcher = self.batcher if self.batcher is not None and self.batcher.enabled(model.name) else None
         if batcher is None:
             if quick:
-                return self.plane.run(codec, model, request, parsed)
-            return await in_thread(self.plane.run, codec, model, request, parsed)
+                return plane.run(codec, model, request, parsed)
+            return await in_thread(plane.run, codec, model, request, parsed)
         with batcher.arriving():
             if quick:
-                decoded = self.plane.decode(codec, model, request, parsed)
+                decoded = plane.decode(codec, model, request, parsed)
+                key, hit = plane.cached(codec, model, decoded)
             else:
-                decoded = await in_thread(self.plane.decode, codec, model, request, parsed)
+                decoded = await in_thread(plane.decode, codec, model, request, parsed)
+                key, hit = await in_thread(plane.cached, codec, model, decoded)
         started = perf_counter()
-        results = await batcher.predict(model, decoded.inputs, decoded.outputs)
-        record = InferenceRecord(decoded.inputs, results, perf_counter() - started, model.sha256)
+        results = hit if hit is not None else await batcher.predict(model, decoded.inputs, decoded.outputs)
+        record = InferenceRecord(decoded.inputs, results, perf_counter() - started, model.content_id or model.sha256)
+        if key is not None and hit is None:
+            assert plane.cache is not None
+            plane.cache.put(key, results) if quick else await in_thread(plane.cache.put, key, results)
         encoded = decoded.encode(results) if quick else await in_thread(decoded.encode, results)
-        return self.plane.answer(model, encoded, record)
+        return plane.answer(model, encoded, record, None if key is None else hit is not None)
