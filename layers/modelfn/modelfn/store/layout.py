@@ -7,13 +7,16 @@ import logging
 import re
 from datetime import UTC, datetime
 from pathlib import PureWindowsPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, ValidationError
 
 from modelfn.errors import InvalidInput, ModelNotFound, StoreError
 from modelfn.model.signature import TensorSpec
 from modelfn.store.base import ObjectStore, located
+
+if TYPE_CHECKING:
+    from modelfn.store.traffic import Traffic
 
 ARTIFACT = "model.onnx"
 MANIFEST = "manifest.json"
@@ -160,6 +163,22 @@ class ModelRepository:
             return {}
         try:
             return parse_labels(data, f"the labels of model {name!r}")
+        except StoreError as e:
+            located(e, self.store.join(key))
+            raise
+
+    def traffic(self, name: str) -> Traffic | None:
+        """The model's traffic.json (None when absent or empty); a malformed one is InvalidTraffic (a StoreError),
+        logged with where it is."""
+        from modelfn.store.traffic import parse_traffic, traffic_key
+
+        key = traffic_key(check_name(name))
+        try:
+            data = self.store.read_bytes(key)
+        except ModelNotFound:
+            return None
+        try:
+            return parse_traffic(data, f"the traffic of model {name!r}")
         except StoreError as e:
             located(e, self.store.join(key))
             raise
