@@ -12,8 +12,8 @@ explicit reduction over the batch axis) must not be joined: set `{"<model>": {"b
 MODELFN_MODELS_CONFIG. fp32 models are joined as they are; their joined results can differ from single runs in
 the last bits (a GEMM's blocking depends on the row count).
 
-The rewritten graph gets a session of its own with spin-waiting off (its pool threads would otherwise take the
-CPUs the event loop needs to decode the next batch while one runs).
+The rewritten graph gets a session of its own, with the same options as the model's (no spin-waiting on servers:
+its pool threads would otherwise take the CPUs the event loop needs to decode the next batch while one runs).
 """
 
 from __future__ import annotations
@@ -94,10 +94,7 @@ def _segments_plan(model: LoadedModel, rewritten: bytes, settings: Settings) -> 
     try:
         import onnxruntime as ort
 
-        opts = session_options(settings.for_model(model.name))
-        # No spin-waiting in the pool threads after a run: while a batch runs, the event loop needs the CPUs to
-        # decode the next batch's requests (measured on 2 CPUs, 32 connections: ~1.6x the requests/s).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts = session_options(settings.for_model(model.name))  # no spin-waiting on servers (model/onnx.py)
         session = ort.InferenceSession(rewritten, sess_options=opts, providers=model.providers or None)
     except Exception as e:
         return Plan("alone", f"dynamic quantization: the per-request graph does not load: {e}")

@@ -136,10 +136,48 @@ def provider_options(providers: Sequence[str], settings: Settings) -> list[tuple
     return out
 
 
+LAMBDA_MB_PER_VCPU = 1769
+"""Lambda gives a function one full vCPU per 1,769 MB of memory (a fraction below it), whatever the CPU count says."""
+
+
+def lambda_vcpus() -> float | None:
+    """The vCPUs a Lambda function's memory buys; None outside Lambda (no AWS_LAMBDA_FUNCTION_MEMORY_SIZE)."""
+    try:
+        return int(os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]) / LAMBDA_MB_PER_VCPU
+    except (KeyError, ValueError):
+        return None
+
+
+def default_intra_op_threads() -> int:
+    """The CPUs this process may use; on Lambda no more than its memory's vCPUs (rounded up, as cgroup quotas are),
+    since Lambda shows both CPUs of its host to a function that owns a fraction of one."""
+    cpus = available_cpus()
+    vcpus = lambda_vcpus()
+    return cpus if vcpus is None else max(1, min(cpus, math.ceil(vcpus)))
+
+
+def allow_spinning(threads: int) -> bool:
+    """Whether onnxruntime's pool threads may spin-wait between and after runs.
+
+    Servers: never. A spinning thread burns its core for a while after each run, which is exactly when the event
+    loop needs that core to decode the next request and encode this answer (measured: unpinned on 2 cores every
+    onnxruntime server used 1.9 cores and modelfn's CPU per request doubled). Lambda: one request at a time and
+    nothing else to run, so spinning only shortens the hand-offs inside a run, and the bill is for wall time, not
+    CPU; but only where every pool thread has a whole vCPU of its own (memory >= threads x 1,769 MB): below that the
+    spinning threads eat the fraction of a vCPU the request itself needs."""
+    vcpus = lambda_vcpus()
+    return vcpus is not None and threads > 1 and vcpus >= threads
+
+
 def session_options(settings: Settings) -> ort.SessionOptions:
+    """Threads sized to the CPUs this process may use (MODELFN_INTRA_OP_THREADS overrides), sequential execution,
+    and spin-waiting only where `allow_spinning` says it costs nothing."""
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = settings.intra_op_threads or available_cpus()
+    opts.intra_op_num_threads = settings.intra_op_threads or default_intra_op_threads()
     opts.inter_op_num_threads = settings.inter_op_threads or 1
+    spin = "1" if allow_spinning(opts.intra_op_num_threads) else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
