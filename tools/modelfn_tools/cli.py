@@ -22,9 +22,20 @@ def cmd_publish(a: argparse.Namespace) -> int:
     store = settings_store(a.store)
     features = parse_features(a.features) if a.features is not None else None
     sign_key = Path(a.sign_key) if a.sign_key else None
+    baseline = Path(a.baseline) if a.baseline else None
     _print(
         publish(
-            Path(a.model), store, a.name, a.version, a.quantize, a.label, not a.quiet, a.per_channel, features, sign_key
+            Path(a.model),
+            store,
+            a.name,
+            a.version,
+            a.quantize,
+            a.label,
+            not a.quiet,
+            a.per_channel,
+            features,
+            sign_key,
+            baseline,
         )
     )
     return 0
@@ -42,6 +53,24 @@ def cmd_label(a: argparse.Namespace) -> int:
     else:
         labels = set_label(settings_store(a.store), a.name, a.label, a.version)
     _print({"name": a.name, "labels": labels})
+    return 0
+
+
+def cmd_traffic(a: argparse.Namespace) -> int:
+    from modelfn_tools.publish import settings_store
+    from modelfn_tools.traffic import parse_shadow, parse_split, set_traffic
+
+    split = parse_split(a.split) if a.split is not None else None
+    shadow = parse_shadow(a.shadow) if a.shadow is not None else None
+    _print(set_traffic(settings_store(a.store), a.name, split=split, sticky=a.sticky, shadow=shadow, clear=a.clear))
+    return 0
+
+
+def cmd_import_triton(a: argparse.Namespace) -> int:
+    from modelfn_tools.publish import settings_store
+    from modelfn_tools.triton_import import import_triton
+
+    _print(import_triton(Path(a.repo), settings_store(a.store), progress=not a.quiet))
     return 0
 
 
@@ -86,6 +115,10 @@ def cmd_serve(a: argparse.Namespace) -> int:
         max_batch_size=a.max_batch_size,
         max_batch_wait_ms=a.max_batch_wait_ms,
         functions=a.functions,
+        batching_always=a.batching_always,
+        server=a.server,
+        workers=a.workers,
+        grpc_port=a.grpc_port,
     )
 
 
@@ -101,6 +134,19 @@ def cmd_score(a: argparse.Namespace) -> int:
     summary = score(a.input, a.output, a.store, a.name, a.version)
     _print(summary)
     return exit_status(summary)
+
+
+def cmd_drift(a: argparse.Namespace) -> int:
+    from modelfn.monitoring.captured import Window
+    from modelfn.settings import Settings
+    from modelfn_tools.drift import main as drift
+    from modelfn_tools.publish import settings_store
+
+    capture = a.capture or Settings.load().capture
+    if not capture:
+        raise InvalidInput("no capture given: pass --capture URI or set MODELFN_CAPTURE")
+    window = Window.of(a.since, a.until, a.hours)
+    return drift(settings_store(a.store), a.name, a.version, capture, window, a.threshold, a.html, a.json)
 
 
 def cmd_dev(a: argparse.Namespace) -> int:
@@ -131,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="sign the version's files with this EC private key (OpenSSF model signing); servers with "
         "MODELFN_VERIFY_KEY serve only versions signed by its pair",
     )
+    s.add_argument(
+        "--baseline",
+        metavar="DATA",
+        help="reference data (CSV, JSON Lines, Parquet, .npy): per-feature statistics stored with the version, "
+        "what `modelfn drift` compares captured requests against",
+    )
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_publish)
 
@@ -141,6 +193,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("version", nargs="?", type=int)
     s.add_argument("--delete", metavar="LABEL", help="remove this label instead")
     s.set_defaults(fn=cmd_label)
+
+    s = sub.add_parser(
+        "traffic",
+        help="share requests that name no version between versions (split, sticky header, shadow)",
+        description="Writes <model>/traffic.json, keeping the parts not given, and prints the traffic in effect "
+        "with each target's version. Targets are labels or versions; each must exist.",
+    )
+    s.add_argument("--store")
+    s.add_argument("--name", required=True)
+    s.add_argument("--split", metavar="T=W,...", help="weights per target, e.g. stable=90,canary=10 or 1=50,2=50")
+    s.add_argument("--sticky", metavar="HEADER", help="requests with the same value of this header go to one target")
+    s.add_argument("--shadow", metavar="TARGET[:PERCENT]", help="also score PERCENT (default 100) %% on TARGET")
+    s.add_argument("--clear", action="store_true", help="start from no traffic (alone: remove it all)")
+    s.set_defaults(fn=cmd_traffic)
+
+    s = sub.add_parser(
+        "import-triton",
+        help="publish a Triton model repository (ONNX models) as the same models and versions",
+        description="Each <model>/config.pbtxt is checked against its ONNX model and its version_policy picks the "
+        "versions, published under their own numbers. Nothing is written unless every model passes.",
+    )
+    s.add_argument("repo", help="the model repository: <model>/config.pbtxt, <model>/<version>/model.onnx")
+    s.add_argument("--store")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(fn=cmd_import_triton)
 
     s = sub.add_parser("models", help="list models, versions and labels")
     s.add_argument("--store")
@@ -175,6 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="how long a batch waits to fill (default: $MODELFN_MAX_BATCH_WAIT_MS, 2)",
     )
+    s.add_argument(
+        "--batching-always",
+        action="store_true",
+        help="with batching, join even the models for which a joined run measured not worth it at start",
+    )
+    s.add_argument(
+        "--server", choices=["granian", "uvicorn"], default="granian", help="the HTTP server (default: granian)"
+    )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes, each with its own copy of the models and its share of the CPUs (default: 1)",
+    )
+    s.add_argument(
+        "--grpc-port",
+        type=int,
+        help="also serve the Open Inference Protocol over gRPC on this port (tritonclient.grpc; runs under uvicorn)",
+    )
     s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("invoke", help="run one function of a SAM template on one event, like `sam local invoke`")
@@ -196,6 +292,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", required=True)
     s.add_argument("--version", help="integer version or label (default: stable, else the highest)")
     s.set_defaults(fn=cmd_score)
+
+    s = sub.add_parser(
+        "drift",
+        help="per-feature drift of captured requests against the version's publish-time baseline",
+        epilog="exit status: 0 no feature past the threshold; 3 at least one (named on stderr); 2 no baseline, "
+        "no captured requests in the window, or another error (the reason is on stderr)",
+    )
+    s.add_argument("--store", help="store URI (default: $MODELFN_STORE)")
+    s.add_argument("--name", required=True)
+    s.add_argument("--version", help="integer version or label (default: stable, else the highest)")
+    s.add_argument("--capture", help="where requests are captured, as MODELFN_CAPTURE (default: $MODELFN_CAPTURE)")
+    s.add_argument("--since", metavar="TIME", help="ISO 8601, UTC unless it says (default: everything captured)")
+    s.add_argument("--until", metavar="TIME", help="ISO 8601, exclusive (default: now)")
+    s.add_argument("--hours", type=float, help="the last N hours (before --until), instead of --since")
+    s.add_argument("--threshold", type=float, default=0.2, help="PSI past which a feature drifts (default 0.2)")
+    s.add_argument("--html", metavar="REPORT.html", help="also write the report with each feature's histogram")
+    s.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    s.set_defaults(fn=cmd_drift)
 
     s = sub.add_parser("dev", help="embedded S3 (moto) + example models + the API, kept running")
     s.add_argument("--host", default="127.0.0.1")

@@ -24,6 +24,7 @@ from modelfn.store.layout import (
     SIGNATURE,
     ArtifactFile,
     artifact_key,
+    baseline_key,
     check_label,
     check_name,
     claim_key,
@@ -38,6 +39,8 @@ from modelfn.store.layout import (
 if TYPE_CHECKING:
     import onnx
     from model_signing._signing.sign_ec_key import Signer
+
+    from modelfn_tools.baseline import BaselineData
 
 PROGRESS_THRESHOLD = 8 * 1024 * 1024
 ZIPMAP_FIX = (
@@ -308,6 +311,16 @@ def _sign(store: ObjectStore, signer: Signer, name: str, version: int, digests: 
     return ArtifactFile(path=SIGNATURE, sha256=hashlib.sha256(bundle).hexdigest(), size_bytes=len(bundle))
 
 
+def _store_baseline(store: ObjectStore, reference: BaselineData, version: int) -> ArtifactFile:
+    """Write baseline.json into the version folder; returns what the manifest records about it."""
+    from modelfn.monitoring.baseline import encode
+
+    reference.baseline.version = version
+    data, record = encode(reference.baseline)
+    store.write_bytes(baseline_key(reference.baseline.model, version), data, if_absent=True)
+    return record
+
+
 def publish(
     model_path: Path,
     store_uri: str,
@@ -319,11 +332,14 @@ def publish(
     per_channel: bool = False,
     features: list[str] | None = None,
     sign_key: Path | None = None,
+    baseline: Path | None = None,
 ) -> dict[str, Any]:
     """Publish model_path (and its external data) as a new version; returns the contract's one JSON object
     {"name", "version", "sha256", "uri"}, sha256 being the graph file's (each data file's is in the manifest).
     With `sign_key` (an EC private key, PEM) the version's files are signed in the OpenSSF model-signing format
-    and the signature stored with them, before the manifest that records it."""
+    and the signature stored with them, before the manifest that records it. With `baseline` (a data file), the
+    features' reference statistics for drift are stored as baseline.json, also before the manifest; a [N, K]
+    input's feature names come from its header when `features` is not given."""
     check_name(name)
     for label in labels or []:
         check_label(label)
@@ -345,6 +361,12 @@ def publish(
 
             quantization = run_quantize(model_path, Path(tmp) / ARTIFACT, quantize, per_channel)
             artifact = inspect(Path(tmp) / ARTIFACT)
+        reference = None
+        if baseline is not None:  # a bad baseline is refused before anything is written, too
+            from modelfn_tools.baseline import read_baseline
+
+            reference = read_baseline(baseline, name, artifact.inputs, features)
+            features = features or reference.names
         files = [
             ArtifactFile(path=f.path, sha256=file_sha256(f.source), size_bytes=f.source.stat().st_size)
             for f in artifact.files
@@ -364,6 +386,8 @@ def publish(
             **artifact.facts,
         )
         _upload(repo.store, name, version, artifact, progress)
+        if reference is not None:
+            manifest.baseline = _store_baseline(repo.store, reference, version)
         if signer is not None:
             manifest.signature_bundle = _sign(repo.store, signer, name, version, manifest.digests())
         repo.store.write_bytes(manifest_key(name, version), manifest.model_dump_json(indent=2).encode(), if_absent=True)
@@ -394,10 +418,17 @@ def set_label(store_uri: str, name: str, label: str, version: int) -> dict[str, 
 
 
 def delete_label(store_uri: str, name: str, label: str) -> dict[str, int]:
-    """Remove a label (ModelNotFound if it is not set); returns the labels left."""
+    """Remove a label (ModelNotFound if it is not set); returns the labels left. A label that traffic.json routes
+    to (split or shadow) is refused: its share of requests would go nowhere."""
     check_name(name)
     check_label(label)
     repo = ModelRepository(open_store(store_uri))
+    traffic = repo.traffic(name)
+    if traffic is not None and label in traffic.targets:
+        raise PublishError(
+            f"label {label!r} of model {name!r} is a target of its traffic ({', '.join(traffic.targets)}): "
+            "take it out first with `modelfn traffic`"
+        )
 
     def drop(labels: dict[str, int]) -> dict[str, int]:
         if label not in labels:
