@@ -178,6 +178,37 @@ def drive(server: Server, body: str, connections: int, seconds: float, loadgen: 
     return run_python(server.port, body, connections, seconds)
 
 
+# ---- models -------------------------------------------------------------------------------------------------------
+def mlp(path: Path, widths: list[int], seed: int = 0) -> Path:
+    """A fp32 MLP made by code, [N, widths[0]] -> [N, widths[-1]], ReLU between layers (input x, output y):
+    [1024, 4096, 4096, 1024] is the model whose session.run dominates a request."""
+    import itertools
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, inits, x = [], [], "x"
+    last = len(widths) - 2
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
+        inits.append(numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"W{i}"))
+        out = "y" if i == last else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [x, f"W{i}"], [out if i == last else f"m{i}"]))
+        if i != last:
+            nodes.append(helper.make_node("Relu", [f"m{i}"], [out]))
+        x = out
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", widths[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", widths[-1]])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
 # ---- the figure --------------------------------------------------------------------------------------------------
 def request_body() -> str:
     x = np.random.default_rng(0).standard_normal(256).astype(np.float32)

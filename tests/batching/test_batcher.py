@@ -81,10 +81,11 @@ def registry(local_store: str, tmp_path: Path) -> ModelRegistry:
     return ModelRegistry.from_uri(local_store, Settings(cache_dir=tmp_path / "cache"))
 
 
-def batcher_for(registry: ModelRegistry, **settings: Any) -> Batcher:
-    """A batcher with its own stats, on the registry's settings plus `settings`."""
+def batcher_for(registry: ModelRegistry, adaptive: bool = False, **settings: Any) -> Batcher:
+    """A batcher with its own stats, on the registry's settings plus `settings`; joining whatever it costs unless
+    `adaptive` (these models are far too small for a joined run to pay)."""
     cfg = registry.settings.model_copy(update=settings)
-    return Batcher(cfg, default=True, stats=BatchStats())
+    return Batcher(cfg, default=True, stats=BatchStats(), adaptive=adaptive)
 
 
 def rows(n: int, seed: int, scale: float = 1.0, width: int = 4) -> np.ndarray:
@@ -314,7 +315,7 @@ def test_int8_requests_are_joined_with_bit_identical_results(registry: ModelRegi
 
 def test_int8_model_without_its_artifact_is_never_joined(registry: ModelRegistry) -> None:
     model = registry.get("mlpq", 1)
-    batcher = Batcher(registry.settings, default=True, artifact=lambda m: None, stats=BatchStats())
+    batcher = Batcher(registry.settings, default=True, artifact=lambda m: None, stats=BatchStats(), adaptive=False)
     xs = quantized_requests()[:4]
 
     async def main() -> list[dict[str, np.ndarray]]:
@@ -538,6 +539,7 @@ def test_app_batches_all_three_protocols(registry: ModelRegistry) -> None:
     app = create_app(registry, batching=True)
     batcher = app.state.batcher
     batcher.stats = BatchStats()
+    batcher.adaptive = False
     xs = [rows(1 + i % 2, seed=i) for i in range(12)]
 
     async def one(client: httpx.AsyncClient, i: int, x: np.ndarray) -> np.ndarray:
@@ -574,7 +576,7 @@ def test_app_batches_all_three_protocols(registry: ModelRegistry) -> None:
 # ---- acceptance: `modelfn serve --batching` as a real process ---------------------------------------------------
 @pytest.fixture(scope="module")
 def batching_server(s3_store: str, aws: EmbeddedAWS, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    flags = ["--batching", "--max-batch-size", "16", "--max-batch-wait-ms", "20"]
+    flags = ["--batching-always", "--max-batch-size", "16", "--max-batch-wait-ms", "20"]
     with serve_process(
         ["--store", s3_store, "--models", "mlp", *flags], tmp_path_factory.mktemp("batch-serve")
     ) as base:

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from modelfn.batching.costs import BUDGET_S, SAMPLE_ROWS, Costs, loop_costs, run_costs
 from modelfn.batching.plan import Plan, cached_artifact, make_plan
 from modelfn.batching.rewrite import SEGMENTS
 from modelfn.batching.stats import BatchStats, batch_stats, prometheus_metrics
@@ -83,13 +84,17 @@ class _Runner:
     task: asyncio.Task[None] | None = None
     state: str = "idle"  # the drain task: idle (nothing queued), waiting (filling `filling`), busy
     filling: Any = None
+    inline: bool = False  # joining does not pay (costs.py): requests run on the event loop, as with batching off
+    costs: Costs | None = None
 
 
 class Batcher:
     """Joins concurrent requests for the same model version into one session.run (see the module docstring).
 
     `default` is whether models without a `batching` entry in MODELFN_MODELS_CONFIG are batched (default:
-    settings.batching); `artifact` finds a loaded model's verified .onnx file (default: the model cache's)."""
+    settings.batching); `artifact` finds a loaded model's verified .onnx file (default: the model cache's);
+    `adaptive` joins only the versions for which joining measured worth it at start (`costs.py`), the others run
+    each request on the event loop; without it every joinable version is joined."""
 
     def __init__(
         self,
@@ -97,8 +102,10 @@ class Batcher:
         default: bool | None = None,
         artifact: Callable[[LoadedModel], Path | None] | None = None,
         stats: BatchStats | None = None,
+        adaptive: bool = True,
     ) -> None:
         self.settings = settings
+        self.adaptive = adaptive
         self.default = settings.batching if default is None else default
         self.artifact = artifact or cached_artifact(settings)
         self.stats = stats or batch_stats
@@ -142,13 +149,18 @@ class Batcher:
         self, model: LoadedModel, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
         """What `model.predict(inputs, outputs)` returns, computed in the model's worker thread, possibly joined
-        with other requests. Raises this request's own InvalidInput before anything is queued."""
+        with other requests. Raises this request's own InvalidInput before anything is queued. Where joining
+        does not pay (`_Runner.inline`), a request of up to max_batch_size rows runs here, on the event loop."""
+        runner = self._runner(model)
+        if runner.inline and (rows := _rows(inputs)) <= runner.max_rows:
+            result = model.predict(inputs, outputs)
+            self._record(runner, rows, 1)
+            return result
         names = list(outputs) if outputs else model.output_names
         unknown = [n for n in names if n not in model.output_names]
         if unknown:
             raise InvalidInput(f"unknown output(s) {unknown}; the model has {model.output_names}")
         feed = validate_inputs(model.inputs, inputs)
-        runner = self._runner(model)
         loop = asyncio.get_running_loop()
         if runner.loop is not loop:
             self._start(runner, loop)
@@ -233,8 +245,9 @@ class Batcher:
             try:
                 if runner.plan is None:
                     model = next(iter(runner.pending.values()))[0].model
-                    runner.plan = await loop.run_in_executor(runner.executor, self._prepare, model)
+                    runner.plan, runner.costs = await loop.run_in_executor(runner.executor, self._prepare, model)
                     self._requeue_alone(runner)
+                    await self._decide(runner)
                 # the group whose oldest request has waited longest goes next (no group starves another)
                 key = min(runner.pending, key=lambda k: runner.pending[k][0].arrived)
                 group = runner.pending[key]
@@ -313,13 +326,47 @@ class Batcher:
                 rows[key] = item.rows
         runner.pending, runner.rows = pending, rows
 
-    def _prepare(self, model: LoadedModel) -> Plan:
+    def _prepare(self, model: LoadedModel) -> tuple[Plan, Costs | None]:
+        """The version's plan and, when adaptive and it may join, the model-time side of its costs."""
         try:
             plan = make_plan(model, self.artifact(model), self.settings)
         except Exception as e:
             plan = Plan("alone", f"could not prepare batching: {type(e).__name__}: {e}")
         log.info("batching model %r version %d: %s %s", model.name, model.version, plan.mode, plan.reason)
-        return plan
+        if not self.adaptive or plan.mode == "alone":
+            return plan, None
+        rows = max(2, min(SAMPLE_ROWS, self.settings.for_model(model.name).max_batch_size))
+        names = model.output_names
+
+        def joined_run(feed: Mapping[str, np.ndarray], n: int) -> object:
+            session, full = _session_feed(plan, model, dict(feed), [1] * n)
+            return session.run(names, full)
+
+        try:
+            costs = run_costs(model, rows, joined_run, BUDGET_S)
+        except Exception as e:  # a model zeros or noise cannot run: keep joining as configured
+            log.info("model %r version %d: batching costs not measured (%s)", model.name, model.version, e)
+            return plan, None
+        return plan, costs
+
+    async def _decide(self, runner: _Runner) -> None:
+        """Adaptive: run on the event loop where nothing is joined (plan `alone`) or joining costs more than it
+        saves (the loop side of the costs measured here, on the loop the requests run on)."""
+        if not self.adaptive:
+            return
+        costs = runner.costs
+        if costs is not None:
+            costs.batch_us, costs.request_us = await loop_costs(runner.executor, costs.rows)
+        runner.inline = (runner.plan is not None and runner.plan.mode == "alone") or (
+            costs is not None and not costs.pays()
+        )
+        log.info(
+            "batching model %r version %d: %s %s",
+            runner.name,
+            runner.version,
+            "each request on the event loop" if runner.inline else "joined",
+            costs.describe() if costs else "",
+        )
 
     # -- worker thread
     def _run(self, runner: _Runner, batch: list[_Item]) -> list[dict[str, np.ndarray] | BaseException]:
@@ -329,11 +376,8 @@ class Batcher:
         model = batch[0].model
         names = batch[0].names
         total = sum(item.rows for item in batch)
-        feed = {name: np.concatenate([item.feed[name] for item in batch]) for name in batch[0].feed}
-        session = model.session
-        if plan is not None and plan.mode == "segments":
-            session = plan.session
-            feed[SEGMENTS] = np.repeat(np.arange(len(batch), dtype=np.int64), [item.rows for item in batch])
+        joined = {name: np.concatenate([item.feed[name] for item in batch]) for name in batch[0].feed}
+        session, feed = _session_feed(plan, model, joined, [item.rows for item in batch])
         try:
             outputs = [np.asarray(r) for r in session.run(names, feed)]
             if any(o.ndim == 0 or o.shape[0] != total for o in outputs):
@@ -372,6 +416,8 @@ class Batcher:
         models = {
             f"{name}/{version}": {
                 **(runner.plan.describe() if runner.plan else {"mode": "pending"}),
+                "inline": runner.inline,
+                **({"costs": runner.costs.describe()} if runner.costs else {}),
                 "enabled": self.enabled(name),
                 "max_batch_size": runner.max_rows,
                 "max_batch_wait_ms": runner.wait_s * 1000.0,
@@ -393,3 +439,23 @@ class Batcher:
                 runner.loop.call_soon_threadsafe(runner.task.cancel)
             runner.executor.shutdown(wait=False, cancel_futures=True)
         self._runners.clear()
+
+
+def _rows(inputs: Mapping[str, np.ndarray]) -> int:
+    """A request's row count as its first input's leading dimension (1 for a scalar, 0 without inputs)."""
+    first = next(iter(inputs.values()), None)
+    if first is None:
+        return 0
+    shape = np.shape(first)
+    return int(shape[0]) if shape else 1
+
+
+def _session_feed(
+    plan: Plan | None, model: LoadedModel, joined: dict[str, np.ndarray], counts: Sequence[int]
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """The session a joined batch runs on and its feed: the model's own, or with a `segments` plan the rewritten
+    graph's, fed each row's request index too."""
+    if plan is not None and plan.mode == "segments":
+        joined[SEGMENTS] = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        return plan.session, joined
+    return model.session, joined

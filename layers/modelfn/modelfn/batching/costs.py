@@ -1,0 +1,127 @@
+"""Whether joining pays for a model version, measured once when its runner starts.
+
+A joined run saves `rows x t(1) - t(rows)` of model time (t(n): one session.run of n rows), and costs the batcher's
+own work: per batch a round trip to the worker thread, per request a future resolved across it and its task woken
+again. For a model whose single-row run is a few tens of microseconds that work eats the whole saving (measured on
+one core, the int8 MLP 256-1024x3-10 at 32 connections: 0.86x batching off, 16 rows a batch); for a model whose run
+dominates (an MLP 1024-4096-4096-1024) the saving is milliseconds a batch. So the batcher times both sides at start,
+on this machine, and joins only where the saving is at least `MARGIN` times the cost at a batch of `rows` rows;
+otherwise each request runs on the event loop as with batching off (`Batcher.predict`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from modelfn.model.loaded import LoadedModel
+from modelfn.model.onnx import example_inputs
+
+MARGIN = 2.0
+"""How much the saving must exceed the measured cost: what the measurement leaves out (thread switches under load,
+the GIL passing between the loop and the worker) was as large again on the int8 MLP."""
+BUDGET_S = 0.25
+"""Time spent timing each side of a model's runs (a few runs at least): short next to a model's load."""
+SAMPLE_ROWS = 16
+"""The batch size judged: what 32 connections on one core gave the int8 MLP; capped by max_batch_size."""
+
+
+@dataclass
+class Costs:
+    """Microseconds: one row alone, `rows` rows joined, and the batcher's own cost per batch and per request."""
+
+    rows: int
+    single_us: float
+    joined_us: float
+    batch_us: float = 0.0
+    request_us: float = 0.0
+
+    @property
+    def saving_us(self) -> float:
+        return self.rows * self.single_us - self.joined_us
+
+    @property
+    def overhead_us(self) -> float:
+        return self.batch_us + self.rows * self.request_us
+
+    def pays(self) -> bool:
+        return self.saving_us >= MARGIN * self.overhead_us
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "single_run_us": round(self.single_us, 1),
+            "joined_run_us": round(self.joined_us, 1),
+            "saving_us": round(self.saving_us, 1),
+            "overhead_us": round(self.overhead_us, 1),
+            "joined": self.pays(),
+        }
+
+
+def _median_us(fn: Callable[[], object], budget_s: float) -> float:
+    """Median wall time of `fn` in microseconds: at least 3 calls, about `budget_s` in all."""
+    started = time.perf_counter()
+    fn()  # warm: the first run of a shape allocates
+    first = time.perf_counter() - started
+    times = []
+    for _ in range(max(3, min(200, int(budget_s / max(first, 1e-6))))):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
+
+
+def sample_inputs(model: LoadedModel, rows: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random normal floats (zeros elsewhere) shaped like `rows` rows of the model's inputs."""
+    rng = np.random.default_rng(seed)
+    feed = example_inputs(model.inputs, batch=rows)
+    for name, arr in feed.items():
+        if arr.dtype.kind == "f":
+            feed[name] = rng.standard_normal(arr.shape).astype(arr.dtype)
+    return feed
+
+
+def run_costs(
+    model: LoadedModel, rows: int, joined_run: Callable[[Mapping[str, np.ndarray], int], object], budget_s: float
+) -> Costs:
+    """t(1) through the model's own session (what a request alone runs) and t(rows) through `joined_run(feed,
+    rows)` (the batch's session, which may be a rewritten graph); in the worker thread that runs the batches."""
+    one = sample_inputs(model, 1)
+    many = sample_inputs(model, rows)
+    names = model.output_names
+    single = _median_us(lambda: model.session.run(names, one), budget_s)
+    joined = _median_us(lambda: joined_run(many, rows), budget_s)
+    return Costs(rows, single, joined)
+
+
+async def _wait(future: asyncio.Future[int]) -> int:
+    return await future
+
+
+async def loop_costs(executor: Executor, requests: int, rounds: int = 15) -> tuple[float, float]:
+    """(per batch, per request) microseconds on the running loop: a round trip to the worker thread, and a future
+    resolved for a parked task that then runs again, which is what a joined request adds to one run inline."""
+    loop = asyncio.get_running_loop()
+    hops = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        await loop.run_in_executor(executor, int)
+        hops.append(time.perf_counter() - t0)
+    per_request = []
+    for _ in range(rounds):
+        futures: list[asyncio.Future[int]] = [loop.create_future() for _ in range(requests)]
+        tasks = [loop.create_task(_wait(f)) for f in futures]
+        await asyncio.sleep(0)  # every task parked on its future
+        t0 = time.perf_counter()
+        for f in futures:
+            f.set_result(0)
+        await asyncio.gather(*tasks)
+        per_request.append((time.perf_counter() - t0) / requests)
+    return statistics.median(hops) * 1e6, statistics.median(per_request) * 1e6
