@@ -1,12 +1,15 @@
-"""`modelfn serve`: the HTTP API under uvicorn, every model of a store (or a subset), preloaded before listening;
-with `--functions DIR`, each function's hooks too, so `/predict` answers as the deployed Lambda function does."""
+"""`modelfn serve`: the HTTP API under granian (or uvicorn), every model of a store (or a subset), preloaded before
+listening, in one or more worker processes; with `--functions DIR`, each function's hooks too, so `/predict`
+answers as the deployed Lambda function does."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +78,86 @@ def load_function_hooks(functions: Path, store: str) -> dict[str, Hooks]:
     return hooks
 
 
+SERVERS = ("granian", "uvicorn")
+DEFAULT_SERVER = "granian"
+"""The HTTP server `modelfn serve` runs the app under unless --server says otherwise (bench/server_throughput.py
+measures both on one pinned core: see the README's Benchmarks)."""
+WORKER_CONFIG = "_MODELFN_SERVE_WORKER"
+"""Environment variable by which `serve` hands its options to its worker processes (`worker_app`)."""
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    store: str | None
+    models: str | None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "warning"
+    batching: bool | None = None
+    max_batch_size: int | None = None
+    max_batch_wait_ms: float | None = None
+    functions: str | None = None
+    batching_always: bool = False
+    server: str = DEFAULT_SERVER
+    workers: int = 1
+
+
+def build_app(o: ServeOptions, announce: bool = True) -> Any:
+    """The registry (every model preloaded) and its ASGI app, as one process serves it; ServeError or ModelfnError
+    when it cannot be built."""
+    from modelfn.http import create_app
+
+    registry = build_registry(
+        o.store, o.models, batching=o.batching, max_batch_size=o.max_batch_size, max_batch_wait_ms=o.max_batch_wait_ms
+    )
+    names = registry.model_names()
+    hooks = load_function_hooks(Path(o.functions), registry.repo.uri) if o.functions else {}
+    for name, message in registry.preload().items():
+        print(f"modelfn serve: {name}: {message}", file=sys.stderr)
+    try:
+        app = create_app(registry, hooks=hooks)
+    except ValueError as e:  # a setting the service refuses, e.g. a malformed MODELFN_API_KEYS entry
+        raise ServeError(str(e)) from e
+    if app.state.batcher is not None and o.batching_always:
+        app.state.batcher.adaptive = False
+    if not announce:
+        return app
+    where = f"{len(names)} model(s)" if names else "no models yet (new ones are picked up as they are published)"
+    print(f"modelfn serve: {where} from {registry.repo.uri} on http://{o.host}:{o.port}", file=sys.stderr)
+    if hooks:
+        print(f"modelfn serve: hooks of {', '.join(sorted(hooks))} from {o.functions}", file=sys.stderr)
+    if app.state.batcher is not None:
+        cfg = registry.settings
+        how = "always joined" if o.batching_always else "joined where it measures worth it"
+        print(
+            f"modelfn serve: dynamic batching on ({how}; up to {cfg.max_batch_size} rows, "
+            f"{cfg.max_batch_wait_ms:g} ms)",
+            file=sys.stderr,
+        )
+    return app
+
+
+def worker_app() -> Any:
+    """The app of one worker process (the servers' factory target): the options `serve` left in the environment."""
+    o = ServeOptions(**json.loads(os.environ[WORKER_CONFIG]))
+    return build_app(o)
+
+
+def worker_threads(workers: int) -> int:
+    """onnxruntime intra-op threads per worker: the CPUs this process may use shared out, at least one each."""
+    from modelfn.model.onnx import available_cpus
+
+    return max(1, available_cpus() // workers)
+
+
+def hand_over(o: ServeOptions, intra_op_threads: int | None) -> None:
+    """Leave the options and each worker's share of the CPUs (unless MODELFN_INTRA_OP_THREADS says) in the
+    environment the workers inherit."""
+    os.environ[WORKER_CONFIG] = json.dumps(asdict(o))
+    if intra_op_threads is None:
+        os.environ["MODELFN_INTRA_OP_THREADS"] = str(worker_threads(o.workers))
+
+
 def serve(
     store: str | None,
     models: str | None,
@@ -85,40 +168,85 @@ def serve(
     max_batch_size: int | None = None,
     max_batch_wait_ms: float | None = None,
     functions: str | None = None,
+    batching_always: bool = False,
+    server: str = DEFAULT_SERVER,
+    workers: int = 1,
+    grpc_port: int | None = None,
 ) -> int:
-    import uvicorn
-
-    from modelfn.http import create_app
-
+    """Serve under `server` (granian or uvicorn) in `workers` processes, each with its own models (RSS counts a
+    model once per worker) and its share of the CPUs for onnxruntime (MODELFN_INTRA_OP_THREADS overrides).
+    `grpc_port`: the Open Inference Protocol over gRPC too, on uvicorn's event loop in this one process."""
+    if grpc_port is not None:
+        if workers != 1:
+            print("modelfn serve: --grpc-port serves from one process: use --workers 1", file=sys.stderr)
+            return 2
+        server = "uvicorn"  # gRPC runs on uvicorn's event loop (modelfn.adapters.grpc.server.HttpAndGrpc)
+    o = ServeOptions(
+        store, models, host, port, log_level, True if batching_always else batching, max_batch_size,
+        max_batch_wait_ms, functions, batching_always, server, workers,
+    )  # fmt: skip
+    if server not in SERVERS:
+        print(f"modelfn serve: --server {server!r}: choose one of {', '.join(SERVERS)}", file=sys.stderr)
+        return 2
+    if workers < 1:
+        print(f"modelfn serve: --workers {workers}: at least 1", file=sys.stderr)
+        return 2
     try:
-        registry = build_registry(
-            store, models, batching=batching, max_batch_size=max_batch_size, max_batch_wait_ms=max_batch_wait_ms
-        )
-        names = registry.model_names()
-        hooks = load_function_hooks(Path(functions), registry.repo.uri) if functions else {}
+        settings = build_registry(store, models).settings  # the store and the settings are checked here, once
+        app = build_app(o) if server == "uvicorn" and workers == 1 else None
     except ModelfnError as e:
         print(f"modelfn serve: {e.message}", file=sys.stderr)
         return 1
     except ServeError as e:
         print(f"modelfn serve: {e}", file=sys.stderr)
         return 2
-    for name, message in registry.preload().items():
-        print(f"modelfn serve: {name}: {message}", file=sys.stderr)
-    try:
-        app = create_app(registry, hooks=hooks)
-    except ValueError as e:  # a setting the service refuses, e.g. a malformed MODELFN_API_KEYS entry
-        print(f"modelfn serve: {e}", file=sys.stderr)
-        return 2
-    where = f"{len(names)} model(s)" if names else "no models yet (new ones are picked up as they are published)"
-    print(f"modelfn serve: {where} from {registry.repo.uri} on http://{host}:{port}", file=sys.stderr)
-    if hooks:
-        print(f"modelfn serve: hooks of {', '.join(sorted(hooks))} from {functions}", file=sys.stderr)
-    if app.state.batcher is not None:
-        cfg = registry.settings
-        print(
-            f"modelfn serve: dynamic batching on (up to {cfg.max_batch_size} rows, {cfg.max_batch_wait_ms:g} ms)",
-            file=sys.stderr,
+    keep_alive = settings.keep_alive or KEEP_ALIVE
+    if app is None:  # every worker builds its own app: models are never loaded before a fork
+        hand_over(o, settings.intra_op_threads)
+    if server == "granian":
+        _run_granian(o, keep_alive)
+        return 0
+    import uvicorn
+
+    if grpc_port is not None and app is not None:
+        from modelfn.adapters.grpc.server import serve_with_grpc
+
+        print(f"modelfn serve: gRPC (Open Inference Protocol) on {host}:{grpc_port}", file=sys.stderr)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level=log_level, access_log=False, timeout_keep_alive=keep_alive
         )
-    keep_alive = registry.settings.keep_alive or KEEP_ALIVE
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, timeout_keep_alive=keep_alive)
+        return 0 if serve_with_grpc(config, app.service, grpc_port) else 1
+    target: Any = app if app is not None else f"{__name__}:worker_app"
+    uvicorn.run(
+        target,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_keep_alive=keep_alive,
+        workers=workers if app is None else None,
+        factory=app is None,
+    )
     return 0
+
+
+def _run_granian(o: ServeOptions, keep_alive: float) -> None:
+    """Granian (a Rust HTTP server) over the ASGI app, `o.workers` worker processes each building it. An idle
+    keep-alive connection is closed after `keep_alive` seconds as uvicorn does (granian's header read timeout)."""
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+
+    Granian(
+        f"{__name__}:worker_app",
+        address=o.host,
+        port=o.port,
+        interface=Interfaces.ASGI,
+        workers=o.workers,
+        factory=True,
+        loop=Loops.auto,
+        log_level=LogLevels(o.log_level.lower()),
+        log_access=False,
+        http1_settings=HTTP1Settings(header_read_timeout=int(keep_alive * 1000)),
+    ).serve()
