@@ -23,8 +23,10 @@ MANIFEST = "manifest.json"
 SIGNATURE = "model.sig"
 """The version's OpenSSF model signature (a Sigstore bundle), written by `modelfn publish --sign-key`."""
 CLAIM = ".claim"
+BASELINE = "baseline.json"
+"""The version's reference statistics for drift (modelfn.monitoring.baseline), from `modelfn publish --baseline`."""
 LABELS = "labels.json"
-RESERVED = frozenset({ARTIFACT, MANIFEST, SIGNATURE, CLAIM})
+RESERVED = frozenset({ARTIFACT, MANIFEST, SIGNATURE, CLAIM, BASELINE})
 """Names in a version folder that belong to the layout: an external-data file may not take one."""
 
 
@@ -82,6 +84,9 @@ class Manifest(BaseModel):
         default=None,
         description=f"The OpenSSF model signature over model.onnx and every file above ({SIGNATURE}), if signed",
     )
+    baseline: ArtifactFile | None = Field(
+        default=None, description=f"Reference statistics for drift ({BASELINE}), if published with --baseline"
+    )
 
     def digests(self) -> dict[str, str]:
         """{path in the version folder: sha256} of the model's own files, model.onnx first: what a load reads and
@@ -116,6 +121,10 @@ def claim_key(name: str, version: int) -> str:
 
 def signature_key(name: str, version: int) -> str:
     return f"{name}/{version}/{SIGNATURE}"
+
+
+def baseline_key(name: str, version: int) -> str:
+    return f"{name}/{version}/{BASELINE}"
 
 
 def labels_key(name: str) -> str:
