@@ -73,6 +73,21 @@ def transports(s3_store: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     mp.undo()
 
 
+def counts_erased(value: Any) -> Any:
+    """A statistics answer with its counts and times zeroed: each transport's service counts its own requests, so
+    only the shape (models, versions, fields) is the same."""
+    if isinstance(value, dict):
+        return {k: v if k in ("name", "version") else counts_erased(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [counts_erased(v) for v in value if not (isinstance(v, dict) and "batch_size" in v)]
+    return 0 if isinstance(value, int) else value
+
+
+def comparable(case: Case, body: bytes) -> Any:
+    parsed = json.loads(body)
+    return counts_erased(parsed) if case.path.endswith("/stats") else parsed
+
+
 def asgi_answer(client: TestClient, case: Case) -> Answer:
     r = client.request(case.method, case.path, content=case.body or None, headers=case.headers)
     return Answer(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
@@ -106,7 +121,7 @@ def test_every_transport_answers_alike(case: Case, transports: dict[str, Any]) -
         assert got.headers["content-type"] == want.headers["content-type"], kind
         assert got.headers.get(VERSION_HEADER) == want.headers.get(VERSION_HEADER), kind
         if want.headers["content-type"].startswith("application/json"):
-            assert_same(json.loads(got.body), json.loads(want.body))
+            assert_same(comparable(case, got.body), comparable(case, want.body))
         else:
             assert got.body == want.body, kind
 
@@ -139,4 +154,4 @@ def test_the_fastapi_app_of_the_table_answers_as_the_service(transports: dict[st
             got = asgi_answer(client, case)
             want = asgi_answer(transports["asgi"], case)
             assert (got.status, got.headers["content-type"]) == (want.status, want.headers["content-type"]), case
-            assert got.body == want.body or case.path == "/health", case
+            assert got.body == want.body or case.path == "/health" or case.path.endswith("/stats"), case
