@@ -22,6 +22,7 @@ from cfnlint.decode import decode
 from moto.iam.aws_managed_policies import aws_managed_policies_data
 
 from tests.infra.test_template import (
+    MODEL_TEMPLATE,
     NO_VALUE,
     PSEUDO,
     ROOT,
@@ -159,7 +160,7 @@ def test_every_policy_in_both_templates_is_least_privilege(
     ev = intrinsics(sam)
     grants = allows(res, ev)
     roles = [lid for lid, r in res.items() if r["Type"] == "AWS::IAM::Role"]
-    assert len(roles) == 12 and len(grants) > 40  # 8 functions, 3 state machines, CodeDeploy
+    assert len(roles) == 15 and len(grants) > 40  # 9 functions, 3 state machines, CodeDeploy (one per model)
     assert least_privilege_violations(grants, ev) == []
     ep = intrinsics(endpoint, **ENDPOINT_PARAMS)
     ep_grants = allows(endpoint["Resources"], ep)
@@ -199,7 +200,7 @@ def test_the_checker_rejects_what_sams_default_roles_and_the_old_ecr_pull_grante
 
 def test_each_function_has_its_own_role_writing_only_its_own_log_group(res: dict[str, Any]) -> None:
     functions = {lid: r["Properties"] for lid, r in res.items() if r["Type"] == "AWS::Lambda::Function"}
-    assert len(functions) == 8
+    assert len(functions) == 9
     roles = [p["Role"]["Fn::GetAtt"][0] for p in functions.values()]
     assert sorted(roles) == sorted(f"{lid}Role" for lid in functions)  # one each, none shared
     for lid, p in functions.items():
@@ -311,7 +312,8 @@ def test_reserved_concurrency_caps_every_function_unless_set_to_zero(sam: dict[s
     for values, http, batch in (({}, "50", "80"), ({"HttpReservedConcurrency": "0"}, NO_VALUE, "80")):
         ev = intrinsics(sam, **values)
         for lid, p in functions.items():
-            assert ev.value(p["ReservedConcurrentExecutions"]) == (batch if "Batch" in lid else http), lid
+            want = 1 if lid == "DriftFunction" else batch if "Batch" in lid else http  # drift: one run at a time
+            assert ev.value(p["ReservedConcurrentExecutions"]) == want, lid
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -366,7 +368,8 @@ def checkov() -> str:
 
 @pytest.mark.slow
 def test_checkov_finds_nothing_and_every_skip_says_why() -> None:
-    cmd = [checkov(), "--skip-download", "-o", "json", "-f", str(TEMPLATE), "-f", str(ENDPOINT)]
+    cmd = [checkov(), "--skip-download", "-o", "json", "-f", str(TEMPLATE), "-f", str(MODEL_TEMPLATE)]
+    cmd += ["-f", str(ENDPOINT)]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, timeout=600)
     reports = json.loads(p.stdout)
     (report,) = reports if isinstance(reports, list) else [reports]
@@ -375,7 +378,8 @@ def test_checkov_finds_nothing_and_every_skip_says_why() -> None:
     assert (summary["failed"], summary["parsing_errors"], failed) == (0, 0, []), p.stderr[-2000:]
     assert summary["passed"] > 100
     skipped = report["results"]["skipped_checks"]
-    assert {c["file_path"].lstrip("/") for c in skipped} == {"template.yaml", "infra/sagemaker/endpoint.yaml"}
+    files = {"template.yaml", "infra/model-function.yaml", "infra/sagemaker/endpoint.yaml"}
+    assert {c["file_path"].lstrip("/") for c in skipped} == files
     for c in skipped:
         reason = c["check_result"].get("suppress_comment", "")
         assert len(reason) > 40 and reason != "No comment provided", (c["check_id"], c["resource"], reason)

@@ -1,6 +1,8 @@
-"""template.yaml: cfn-lint reports nothing, the SAM translator turns it into CloudFormation without AWS credentials,
-the result is wired as the Lambda layout of the project says (layer, environment, handlers, SQS with partial batch
-failures and dead-letter queues, S3 prefixes, SnapStart, canary deployments, Distributed Map, least-privilege IAM),
+"""template.yaml and the per-model template it nests (infra/model-function.yaml, one application per model): cfn-lint
+reports nothing on either, the SAM translator turns each into CloudFormation without AWS credentials, and the two read
+as one template (modelfn_tools.invoke_nested.flatten: each model's resources named <Model><LogicalId>) are wired as
+the Lambda layout of the project says (layer, environment, handlers, SQS with partial batch failures and dead-letter
+queues, S3 prefixes, SnapStart, canary deployments, Distributed Map, least-privilege IAM, the scheduled drift check),
 and a function plus the layer stays under Lambda's 250 MB unzipped limit."""
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from modelfn_tools.invoke_nested import flatten
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
+MODEL_TEMPLATE = ROOT / "infra" / "model-function.yaml"
 MODELS = ("iris", "mlp", "ranker")
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
 PSEUDO = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}
@@ -40,8 +44,13 @@ class NoIamPolicyLoader:
         return {}
 
 
+def parse(path: Path) -> dict[str, Any]:
+    return dict(yaml_parse(path.read_text()))
+
+
 def load_sam() -> dict[str, Any]:
-    return dict(yaml_parse(TEMPLATE.read_text()))
+    """template.yaml with each model's nested application inlined (its resources named <Model><LogicalId>)."""
+    return flatten(parse(TEMPLATE), ROOT, parse)
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +66,13 @@ def params(sam: dict[str, Any]) -> dict[str, Any]:
 def packaged(sam: dict[str, Any]) -> dict[str, Any]:
     """What `sam package` hands CloudFormation: local CodeUri / ContentUri folders uploaded, replaced by S3 URIs."""
     t = copy.deepcopy(sam)
-    for r in t["Resources"].values():
-        props = r.get("Properties", {})
+    function_globals = t.get("Globals", {}).get("Function", {})
+    for props in [function_globals, *(r.get("Properties", {}) for r in t["Resources"].values())]:
         for key in ("CodeUri", "ContentUri"):
             if isinstance(props.get(key), str) and not props[key].startswith("s3://"):
                 props[key] = f"s3://sam-artifacts/{props[key].strip('/')}.zip"
+            elif isinstance(props.get(key), dict) and "Bucket" not in props[key]:  # a path `sam build` resolves
+                props[key] = f"s3://sam-artifacts/{hashlib.sha256(json.dumps(props[key]).encode()).hexdigest()}.zip"
     return t
 
 
@@ -164,11 +175,45 @@ def zip_functions(res: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def test_cfn_lint_reports_nothing() -> None:
+def cfn_lint(*templates: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).parent / "cfn-lint"
     assert exe.exists(), f"{exe} missing: cfn-lint is in the dev extra (pip install -e '.[dev]')"
-    p = subprocess.run([str(exe), str(TEMPLATE)], check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    cmd = [str(exe), *map(str, templates)]
+    return subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_cfn_lint_reports_nothing() -> None:
+    p = cfn_lint(TEMPLATE, MODEL_TEMPLATE)
     assert (p.returncode, p.stdout.strip()) == (0, ""), p.stdout + p.stderr
+
+
+def test_each_template_translates_as_deployed_and_a_model_is_one_short_block() -> None:
+    """What CloudFormation gets: the root with one nested stack per model, and the model template on its own."""
+    root = parse(TEMPLATE)
+    apps = {lid: r for lid, r in root["Resources"].items() if r["Type"] == "AWS::Serverless::Application"}
+    models = {lid: a for lid, a in apps.items() if a["Properties"]["Location"] == "infra/model-function.yaml"}
+    assert sorted(models) == [cap(m) for m in sorted(MODELS)]
+    assert [a["Properties"]["Parameters"]["ModelName"] for a in models.values()] == list(MODELS)
+    assert all("Condition" not in a for a in models.values())
+    # no model-specific resource is left in the root: every function there is the image, the GPU proxy or drift
+    functions = [lid for lid, r in root["Resources"].items() if r["Type"] == "AWS::Serverless::Function"]
+    assert sorted(functions) == ["DriftFunction", "HeavyMlpHttpFunction", "MlpImageFunction"]
+    stacks = {lid: r for lid, r in translate(root)["Resources"].items() if r["Type"] == "AWS::CloudFormation::Stack"}
+    assert set(models) <= set(stacks)
+    for lid in models:
+        assert stacks[lid]["Properties"]["Parameters"]["ModelName"] == lid.lower()
+    child = translate(parse(MODEL_TEMPLATE))["Resources"]
+    assert {"HttpFunction", "BatchFunction", "Queue", "BatchStateMachine", "DriftAlarm"} <= set(child)
+    # a model's block in the root: its application and its S3 notification
+    text = TEMPLATE.read_text().splitlines()
+    start = text.index("  Ranker:")
+    block = text[start : text.index("", start)]
+    notification = [line for line in text if "Ranker.Outputs.BatchFunctionAlias" in line or "}ranker/" in line]
+    version = text[text.index("  RankerModelVersion:") :][:4]
+    assert version[-1].startswith("    Description:")
+    lines = len(block) + len(notification) + 1 + len(version)
+    print(f"one model in template.yaml: {lines} lines (application, S3 notification, version parameter)")
+    assert lines < 40
 
 
 def test_translates_to_the_expected_resources(sam: dict[str, Any], res: dict[str, Any]) -> None:
@@ -201,7 +246,7 @@ def test_translates_to_the_expected_resources(sam: dict[str, Any], res: dict[str
 def test_functions_have_layer_runtime_handlers_and_environment(
     sam: dict[str, Any], res: dict[str, Any], params: dict[str, Any]
 ) -> None:
-    fns = {lid: p for lid, p in zip_functions(res).items() if not lid.startswith("Heavy")}
+    fns = {lid: p for lid, p in zip_functions(res).items() if not lid.startswith(("Heavy", "Drift"))}
     assert sorted(fns) == sorted(f"{cap(m)}{kind}Function" for m in MODELS for kind in ("Http", "Batch"))
     layer = next(lid for lid, r in res.items() if r["Type"] == "AWS::Lambda::LayerVersion")
     for m in MODELS:
@@ -340,7 +385,19 @@ def test_iam_is_scoped_to_each_models_prefixes(res: dict[str, Any], params: dict
             reads = {sub(r, params) for st in s3 if st["Action"] == "s3:GetObject" for r in as_list(st["Resource"])}
             assert f"arn:aws:s3:::<ModelBucket>/models/{m}/*" in reads
             if kind == "Http":
-                assert {a for st in s3 for a in as_list(st["Action"])} == {"s3:GetObject", "s3:ListBucket"}
+                assert {a for st in s3 for a in as_list(st["Action"])} == {
+                    "s3:GetObject",
+                    "s3:ListBucket",
+                    "s3:PutObject",
+                }
+                # it writes its own captures only (the drift check reads them)
+                captures = [
+                    sub(r, params)
+                    for st in s3
+                    if "s3:PutObject" in as_list(st["Action"])
+                    for r in as_list(st["Resource"])
+                ]
+                assert captures == [f"arn:aws:s3:::<ResultsBucket>/capture/{m}/*"]
             else:
                 assert f"arn:aws:s3:::modelfn-prod-input-123456789012-us-east-1/incoming/{m}/*" in reads
                 writes = next(st for st in s3 if "s3:PutObject" in as_list(st["Action"]))
@@ -532,9 +589,10 @@ def test_distributed_map_reads_csv_batches_into_the_batch_function(res: dict[str
         assert [st["Resource"] for st in invoke] == [{"Ref": f"{mc}BatchFunctionAliaslive"}]
         arns = sorted(sub(r, params) for st in sts if st is not invoke[0] for r in as_list(st["Resource"]))
         name = sub(props["StateMachineName"], params)
+        # the input bucket is named, not referenced: its S3 notification depends on the model's stack
         assert arns == sorted(
             [
-                f"arn:aws:s3:::<InputBucket>/incoming/{m}/*",
+                f"arn:aws:s3:::modelfn-prod-input-123456789012-us-east-1/incoming/{m}/*",
                 f"arn:aws:s3:::<ResultsBucket>/results/{m}/distributed-map/*",
                 f"arn:aws:states:us-east-1:123456789012:stateMachine:{name}",
                 f"arn:aws:states:us-east-1:123456789012:execution:{name}/*",
@@ -553,11 +611,13 @@ def test_outputs_and_env_json_cover_every_function(sam: dict[str, Any]) -> None:
         assert outputs[f"{mc}BatchStateMachineArn"]["Value"] == {"Ref": f"{mc}BatchStateMachine"}
     env = json.loads((ROOT / "env.json").read_text())
     functions = [lid for lid, r in sam["Resources"].items() if r["Type"] == "AWS::Serverless::Function"]
+    assert len(functions) == 9
     want = {"MODELFN_STORE": "s3://modelfn-models/models", "MODELFN_RESULTS": "s3://modelfn-results/results"}
     assert env["Parameters"] == want
     for lid in functions:
         batch = {"MODELFN_REQUESTS_PREFIX": "s3://modelfn-input/requests"} if lid.endswith("BatchFunction") else {}
-        assert env[lid] == want | batch, lid
+        drift = {"MODELFN_CAPTURE": "s3://modelfn-results/capture"} if lid == "DriftFunction" else {}
+        assert env[lid] == want | batch | drift, lid
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -621,3 +681,71 @@ def test_function_plus_layer_fits_lambdas_unzipped_limit(layer_site_packages: Pa
             f"functions/{m} {function / 2**20:.3f} MB = {total / 2**20:.1f} MB (limit 250 MB)"
         )
         assert total < LAMBDA_UNZIPPED_LIMIT, f"{m}: {total / 2**20:.1f} MB unzipped"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# drift
+def test_drift_function_runs_the_layers_check_on_a_schedule_with_its_parameters(
+    sam: dict[str, Any], res: dict[str, Any], params: dict[str, Any]
+) -> None:
+    p = zip_functions(res)["DriftFunction"]
+    assert p["Handler"] == "modelfn.monitoring.scheduled.handler" and p["Runtime"] == "python3.12"
+    layer = next(lid for lid, r in res.items() if r["Type"] == "AWS::Lambda::LayerVersion")
+    assert p["Layers"] == [{"Ref": layer}]
+    env = {k: sub(v, params) for k, v in p["Environment"]["Variables"].items()}
+    assert env["MODELFN_STORE"] == "s3://<ModelBucket>/models"
+    assert env["MODELFN_CAPTURE"] == "s3://<ResultsBucket>/capture"  # where every model's HTTP function captures
+    assert env["MODELFN_DRIFT_MODELS"].split(",") == list(MODELS)
+    assert env["MODELFN_DRIFT_THRESHOLD"] == "0.2" and params["DriftThreshold"] == 0.2
+    for m in MODELS:  # the same capture location the models write
+        http = res[f"{cap(m)}HttpFunction"]["Properties"]["Environment"]["Variables"]
+        assert sub(http["MODELFN_CAPTURE"], params) == env["MODELFN_CAPTURE"], m
+        assert sub(http["MODELFN_CAPTURE_PERCENT"], params) == "10", m
+    assert p["Timeout"] == 900 and p["ReservedConcurrentExecutions"] == 1  # one run at a time
+    (rule,) = [r["Properties"] for r in res.values() if r["Type"] == "AWS::Events::Rule"]
+    assert rule["ScheduleExpression"] == {"Ref": "DriftSchedule"} and params["DriftSchedule"] == "rate(1 hour)"
+    assert rule.get("State", "ENABLED") == "ENABLED" and [t["Arn"] for t in rule["Targets"]] == [
+        {"Ref": "DriftFunctionAliaslive"}
+    ]
+    (invoke,) = [
+        r["Properties"]
+        for r in res.values()
+        if r["Type"] == "AWS::Lambda::Permission" and r["Properties"]["Principal"] == "events.amazonaws.com"
+    ]
+    assert invoke["FunctionName"] == {"Ref": "DriftFunctionAliaslive"}
+    assert invoke["SourceArn"] == {"Fn::GetAtt": [ref_id(rule_id(res)), "Arn"]}
+
+
+def rule_id(res: dict[str, Any]) -> dict[str, str]:
+    (lid,) = [lid for lid, r in res.items() if r["Type"] == "AWS::Events::Rule"]
+    return {"Ref": lid}
+
+
+def test_drift_function_reads_only_the_store_and_the_captures(res: dict[str, Any], params: dict[str, Any]) -> None:
+    sts = [st for st in statements(res, "DriftFunctionRole") if st["Sid"] not in ("WriteOwnLogs", "WriteTraces")]
+    grants = sorted((a, sub(r, params)) for st in sts for a in as_list(st["Action"]) for r in as_list(st["Resource"]))
+    assert grants == [
+        ("s3:GetObject", "arn:aws:s3:::<ModelBucket>/models/*"),
+        ("s3:GetObject", "arn:aws:s3:::<ResultsBucket>/capture/*"),
+        ("s3:ListBucket", "arn:aws:s3:::<ModelBucket>"),
+        ("s3:ListBucket", "arn:aws:s3:::<ResultsBucket>"),
+    ]
+    prefixes = {
+        sub(st["Resource"], params): [sub(x, params) for x in st["Condition"]["StringLike"]["s3:prefix"]]
+        for st in sts
+        if st["Action"] == "s3:ListBucket"
+    }
+    assert prefixes == {
+        "arn:aws:s3:::<ModelBucket>": ["models/", "models/*"],
+        "arn:aws:s3:::<ResultsBucket>": ["capture/", "capture/*"],
+    }
+
+
+def test_each_model_alarms_when_its_max_psi_passes_the_threshold(res: dict[str, Any], params: dict[str, Any]) -> None:
+    for m in MODELS:
+        a = res[f"{cap(m)}DriftAlarm"]["Properties"]
+        assert (a["Namespace"], a["MetricName"], a["Statistic"]) == ("modelfn", "DriftMaxPSI", "Maximum"), m
+        assert a["Dimensions"] == [{"Name": "model", "Value": m}], m
+        assert a["Threshold"] == {"Ref": "DriftThreshold"} and a["ComparisonOperator"] == "GreaterThanThreshold", m
+        # between two scheduled checks there is no datapoint: the alarm keeps its state
+        assert a["TreatMissingData"] == "ignore" and a["Period"] == 3600, m

@@ -21,6 +21,10 @@ concatenated Globals first, scalars from the function):
   `MemorySize` (default 128: reported and exported, not enforced), `Timeout` (default 3 s: enforced for the handler
   call; the import is not limited), `Environment.Variables`.
 - `PackageType: Image` functions are refused (exit 2): they need Docker (`sam local invoke`).
+- Nested applications (`AWS::Serverless::Application` with a local `Location`, as template.yaml's models) are read
+  as part of the template (modelfn_tools.invoke_nested): a function `HttpFunction` of the application `Iris` is
+  `IrisHttpFunction` (or `Iris/HttpFunction`, SAM's nested path), with the parameters the application passes, its
+  own template's Globals, and paths relative to its own template.
 
 Environment variables. Values that are intrinsic functions are resolved where that is possible without a stack:
 `Ref` to pseudo parameters (AWS::Region -> the local region, AWS::AccountId -> 123456789012, AWS::StackName ->
@@ -66,6 +70,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from modelfn.errors import ModelfnError
+from modelfn_tools.invoke_nested import NestedTemplateError, flatten, local_location, merge_globals
 
 WORKER_MODULE = "modelfn_tools.invoke_worker"
 DEFAULT_MEMORY_MB = 128
@@ -366,25 +371,25 @@ def _short(value: Any) -> str:
 # --------------------------------------------------------------------------------------------------- functions
 
 
-def _merge_globals(glob: Any, local: Any) -> Any:
-    """SAM's Globals rule: maps merge (the function wins), lists concatenate (Globals first), otherwise the function."""
-    if isinstance(glob, dict) and isinstance(local, dict) and not _is_intrinsic(glob) and not _is_intrinsic(local):
-        merged = dict(glob)
-        for k, v in local.items():
-            merged[k] = _merge_globals(glob[k], v) if k in glob else v
-        return merged
-    if isinstance(glob, list) and isinstance(local, list):
-        return glob + local
-    return local
-
-
 def local_region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
+
+def with_nested(template: dict[str, Any], template_dir: Path) -> dict[str, Any]:
+    """The template with its local nested applications inlined (their functions named <App><LogicalId>)."""
+    if not any(local_location(r) for r in (template.get("Resources") or {}).values()):
+        return template
+    try:
+        return flatten(template, template_dir, load_template)
+    except NestedTemplateError as e:
+        raise InvokeError(str(e)) from e
 
 
 def _find_function(template: dict[str, Any], name: str) -> tuple[str, dict[str, Any]]:
     resources = template.get("Resources", {})
     functions = list_functions(template)
+    if "/" in name and name.replace("/", "") in functions:  # SAM's path of a nested stack's function
+        name = name.replace("/", "")
     if name in functions:
         return name, resources[name]
     for lid in functions:  # the deployed FunctionName works too, as in SAM
@@ -453,12 +458,13 @@ def resolve_function(
     the function impossible to run raise InvokeError; what is only approximated is listed in `spec.notes`.
     """
     template_dir = Path(template_dir).resolve()
+    template = with_nested(template, template_dir)
     lid, res = _find_function(template, logical_id)
     props: dict[str, Any] = dict(res.get("Properties") or {})
     serverless = res.get("Type") == SERVERLESS_FUNCTION
     if serverless:
         glob = (template.get("Globals") or {}).get("Function") or {}
-        props = _merge_globals(glob, props)
+        props = merge_globals(glob, props)
     notes: list[str] = []
     region = local_region()
     resolver = _Resolver(template, region)
@@ -770,7 +776,7 @@ def run_invoke(
     tpath = default_template(template_path)
     template = load_template(tpath)
     if function is None:
-        functions = list_functions(template)
+        functions = list_functions(with_nested(template, tpath.parent.resolve()))
         if len(functions) != 1:
             raise InvokeError(f"name the function to invoke; {tpath} has: {', '.join(functions) or '(none)'}")
         function = functions[0]
