@@ -19,6 +19,7 @@ from modelfn.model.loaded import LoadedModel
 from modelfn.protocols import plain, tfserving, v2
 from modelfn.protocols.sizes import SizeLimits
 from modelfn.registry import ModelRegistry
+from modelfn.registry.loader import number_or_label
 from modelfn.service.cache import ResponseCache, Results, cache_key
 from modelfn.service.request import (
     CACHE_HEADER,
@@ -31,6 +32,7 @@ from modelfn.service.request import (
     request_body,
 )
 from modelfn.service.routes import Codec
+from modelfn.service.traffic import TrafficRouter
 from modelfn.store.layout import check_label, check_name
 
 Encoded = tuple[bytes, dict[str, str]]
@@ -39,10 +41,14 @@ NO_HOOKS = Hooks()
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """The model a request runs and the version it asked for (an integer, a label, or None: the default)."""
+    """The model a request runs and the version it asked for (an integer, a label, or None: the default). A
+    request that named no version is `routed` by the model's traffic: `version` is then the split's pick (None:
+    the default), and `shadow` the target that also scores it, if any."""
 
     name: str
     version: int | str | None
+    routed: bool = False
+    shadow: str | None = None
 
 
 @dataclass(slots=True)
@@ -91,6 +97,7 @@ class DataPlane:
         self.hooks = dict(hooks or {})
         self.limits = SizeLimits.from_settings(registry.settings)
         self.cache = ResponseCache.from_settings(registry.settings)
+        self.traffic = TrafficRouter(registry)
 
     # ---- inference ---------------------------------------------------------------------------------------
     def target(
@@ -98,14 +105,27 @@ class DataPlane:
     ) -> Target | None:
         """Which model and version an inference request runs. With `cached_only`, None where finding out would
         need the store (/predict without a model name on a server whose model list has expired)."""
-        if codec != "plain":
-            return Target(*self.model_version(params, tf=codec == "tf"))
-        name = request.query_param("model") or self.default_model
-        if name is None:
-            if cached_only and self.registry.cached_model_names() is None:
-                return None
-            name = self.only_model()
-        return Target(check_name(name), self.pinned(name, None))
+        if codec != "plain" or "name" in params:  # TorchServe's /predictions/{name} names it in the path
+            name, version = self.model_version(params, tf=codec == "tf")
+        else:
+            found = request.query_param("model") or self.default_model
+            if found is None:
+                if cached_only and self.registry.cached_model_names() is None:
+                    return None
+                found = self.only_model()
+            name, version = check_name(found), self.pinned(found, None)
+        if version is not None:
+            return Target(name, version)
+        return self.routed(name, request, cached_only)
+
+    def routed(self, name: str, request: Request, cached_only: bool) -> Target | None:
+        """A request that names no version: the split's pick and the shadow (see service/traffic.py)."""
+        known = self.traffic.fresh(name)
+        if known is None and cached_only:
+            return None
+        traffic = known[0] if known is not None else self.traffic.current(name)
+        choice = self.traffic.choose(name, traffic, request.headers)
+        return Target(name, number_or_label(choice.target), True, choice.shadow)
 
     def pinned(self, name: str, version: int | str | None) -> int | str | None:
         """The version asked for; when none, the function's own model runs MODELFN_VERSION (default: stable)."""
@@ -125,9 +145,16 @@ class DataPlane:
         return names[0]
 
     def model(self, target: Target) -> LoadedModel:
-        """From memory when the resolution is fresh (the warm path), else resolved and loaded."""
+        """From memory when the resolution is fresh (the warm path), else resolved and loaded; a routed request
+        whose version cannot serve falls back to the version that last served it (TrafficRouter.model)."""
         model = self.registry.lookup(target.name, target.version)
-        return model if model is not None else self.registry.get(target.name, target.version)
+        if model is not None:
+            if target.routed:
+                self.traffic.remember(target, model.version)
+            return model
+        if target.routed:
+            return self.traffic.model(target)
+        return self.registry.get(target.name, target.version)
 
     def decode(self, codec: Codec, model: LoadedModel, request: Request, parsed: Any = None) -> Decoded:
         """`parsed`: the body already inflated and parsed as JSON by whoever had to look inside it (SageMaker

@@ -5,6 +5,7 @@ so an unauthenticated client learns nothing but 401; with neither configured it 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -15,12 +16,16 @@ from typing import Any
 from modelfn.batching.batcher import Batcher
 from modelfn.hooks import Hooks
 from modelfn.registry import ModelRegistry
+from modelfn.service import triton
 from modelfn.service.auth import ApiKeys
 from modelfn.service.dataplane import DataPlane
 from modelfn.service.limits import RateLimiter
 from modelfn.service.request import Request, Response, error_response, json_response
 from modelfn.service.routes import CORE_ROUTES, Match, Route, RouteTable
 from modelfn.service.runner import Runner, in_thread
+from modelfn.service.stats import InferenceStatistics
+from modelfn.service.traffic import Shadows, traffic_report
+from modelfn.store.layout import check_name
 
 log = logging.getLogger("modelfn")
 
@@ -49,6 +54,7 @@ class Service:
         self.plane = DataPlane(registry, default_model, hooks)
         self.batcher = batcher
         self.runner = Runner(self.plane, batcher)
+        self.shadows = Shadows(registry)
         self.table = RouteTable(routes)
         self.title = title
         settings = registry.settings
@@ -57,6 +63,7 @@ class Service:
         self.guarded = self.keys is not None or self.rates is not None
         self.actions: dict[str, Action] = {**self._builtin(), **{k: make(self) for k, make in (actions or {}).items()}}
         self.observers: list[Observer] = []
+        self.observers.append(InferenceStatistics(self.table, self.plane))
         missing = {r.action for r in routes if r.codec is None} - set(self.actions)
         if missing:
             raise ValueError(f"routes without an action: {sorted(missing)}")
@@ -72,8 +79,14 @@ class Service:
             "tf_status": lambda r, p: plane.tf_status(*plane.model_version(p, tf=True)),
             "tf_metadata": lambda r, p: plane.tf_metadata(*plane.model_version(p, tf=True)),
             "health": lambda r, p: plane.health({"batching": self.batcher.snapshot()} if self.batcher else None),
+            "traffic": lambda r, p: json_response(
+                traffic_report(self.registry, plane.traffic, self.shadows, check_name(p["name"]))
+            ),
             "openapi": lambda r, p: Response(200, self.openapi_document, {"content-type": "application/json"}),
             "docs": lambda r, p: self.docs_page(r),
+            "triton_config": lambda r, p: triton.config_response(plane, p),
+            "triton_index": lambda r, p: triton.repository_index(plane, r),
+            "triton_stats": lambda r, p: triton.statistics_response(InferenceStatistics.of(self.observers), plane, p),
         }
 
     # ---- admission ---------------------------------------------------------------------------------------
@@ -101,6 +114,8 @@ class Service:
                 target = self.plane.target(route.codec, match.params, request)
                 assert target is not None
                 response = self.plane.infer(route.codec, target, request)
+                if target.shadow is not None and response.record is not None:
+                    self.shadows.run(target.name, target.shadow, response.record)  # Lambda: after the answer is built
             else:
                 answer = self.actions[route.action](request, match.params)
                 if inspect.isawaitable(answer):
@@ -131,7 +146,12 @@ class Service:
             if target is None:
                 target = await in_thread(self.plane.target, route.codec, match.params, request)
             assert target is not None
-            return await self.runner.infer(route.codec, target, request)
+            response = await self.runner.infer(route.codec, target, request)
+            if target.shadow is not None and response.record is not None and self.shadows.claim(target.name):
+                # off the response path: the answer goes out while a worker thread scores the shadow
+                loop = asyncio.get_running_loop()
+                loop.run_in_executor(None, self.shadows.run, target.name, target.shadow, response.record, True)
+            return response
         action = self.actions[route.action]
         answer = await in_thread(action, request, match.params) if route.blocking else action(request, match.params)
         return await answer if inspect.isawaitable(answer) else answer

@@ -73,6 +73,32 @@ CORE_ROUTES: tuple[Route, ...] = (
         Route("POST", f"{p}/infer", "infer", ("v2",), "Inference (JSON tensors or binary tensor data)", codec="v2")
         for p in (V2, V2V)
     ),
+    Route(
+        "GET",
+        f"{V2}/traffic",
+        "traffic",
+        ("traffic",),
+        "Traffic in effect (split, sticky header, shadow) and this process's shadow comparison",
+        blocking=True,
+    ),
+    # Triton's HTTP extensions: model configuration, repository index, inference statistics
+    *(
+        Route("GET", f"{p}/config", "triton_config", ("triton",), "Model configuration, as Triton's", blocking=True)
+        for p in (V2, V2V)
+    ),
+    Route(
+        "POST",
+        "/v2/repository/index",
+        "triton_index",
+        ("triton",),
+        "Repository index: every served model version and its state",
+        blocking=True,
+    ),
+    Route("GET", "/v2/models/stats", "triton_stats", ("triton",), "Inference statistics of every model", blocking=True),
+    *(
+        Route("GET", f"{p}/stats", "triton_stats", ("triton",), "Inference statistics of a model", blocking=True)
+        for p in (V2, V2V)
+    ),
     # TensorFlow Serving REST
     *(Route("GET", p, "tf_status", ("tfserving",), "Model status", blocking=True) for p in (TF, TFV, TFL)),
     *(Route("GET", f"{p}/metadata", "tf_metadata", ("tfserving",), "Metadata", blocking=True) for p in (TF, TFV, TFL)),
@@ -97,11 +123,26 @@ CORE_ROUTES: tuple[Route, ...] = (
         codec="plain",
         query=("model",),
     ),
+    # TorchServe's inference API
+    *(
+        Route("POST", p, "infer", ("torchserve",), "Predict (the body /predict takes)", codec="plain")
+        for p in ("/predictions/{name}", "/predictions/{name}/{version}")
+    ),
     # process
     Route("GET", "/health", "health", ("health",), "Process health and the models loaded in it", public=True),
     Route("GET", "/openapi.json", "openapi", ("docs",), "This document", blocking=True, documented=False, public=True),
     Route("GET", "/docs", "docs", ("docs",), "The OpenAPI UI", documented=False, public=True),
 )
+
+SERVER_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/metrics", "metrics", ("server",), "Prometheus metrics (telemetry/names.py)", documented=False),
+    *(
+        Route("GET", f"/docs/{asset}", "docs_asset", ("docs",), "The OpenAPI UI's files", documented=False, public=True)
+        for asset in ("swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png")
+    ),
+)
+"""Routes of long-running servers (`modelfn serve`, the container), never of Lambda: /metrics (Lambda emits EMF)
+and the OpenAPI UI's assets, served from the `server` extra's swagger-ui-bundle so /docs works offline."""
 
 CONTAINER_ROUTES: tuple[Route, ...] = (
     Route(
@@ -119,7 +160,6 @@ CONTAINER_ROUTES: tuple[Route, ...] = (
         ("container",),
         "SageMaker inference: a v2, TF Serving or {'features'} request, or any route via X-Modelfn-Path",
     ),
-    Route("GET", "/metrics", "metrics", ("container",), "Prometheus metrics"),
 )
 
 

@@ -37,9 +37,12 @@ class Runner:
 
     async def model(self, target: Target) -> LoadedModel:
         """The loaded model from memory when its resolution is fresh; otherwise resolved and loaded in a thread."""
-        registry = self.plane.registry
-        model = registry.lookup(target.name, target.version)
-        return model if model is not None else await in_thread(registry.get, target.name, target.version)
+        model = self.plane.registry.lookup(target.name, target.version)
+        if model is None:
+            return await in_thread(self.plane.model, target)
+        if target.routed:
+            self.plane.traffic.remember(target, model.version)
+        return model
 
     async def infer(self, codec: Codec, target: Target, request: Request, parsed: Any = None) -> Response:
         model = await self.model(target)
