@@ -15,12 +15,16 @@ from modelfn.errors import InvalidInput, ModelfnError
 from modelfn.model.loaded import LoadedModel
 from modelfn.scoring.formats import READERS, WRITERS, format_of
 from modelfn.scoring.layout import Layout
+from modelfn.scoring.pipeline import Drain, Prefetch
 from modelfn.scoring.report import FailureLog
 from modelfn.scoring.table import Chunk
 from modelfn.scoring.values import tensor
+from modelfn.scoring.writers import Sink, Writer
 from modelfn.store.base import ObjectStore
 
 CHUNK_ROWS = 8192
+PIPELINE_DEPTH = 2
+"""Chunks waiting between two stages of the pipeline, at most: enough to keep every stage busy."""
 ERRORS_SUFFIX = ".errors.jsonl"
 
 
@@ -135,13 +139,17 @@ def score_object(
     dest: ObjectStore,
     dest_key: str,
     chunk_rows: int = CHUNK_ROWS,
+    depth: int = PIPELINE_DEPTH,
 ) -> ScoreStats:
     """Stream src_key through the model into dest_key (same format) and dest_key + '.errors.jsonl'.
 
-    Both outputs appear only if the whole file was processed: they are written as multipart uploads that are
-    completed at the end and aborted on failure, so no half-written output object is ever visible. The results
-    object is completed first, so an errors object never appears without its results. A file that cannot be
-    scored as a whole (its format, a missing column, a quote never closed) raises InvalidInput."""
+    Three threads overlap (`pipeline`): one reads and parses the chunks ahead, this one converts and runs them,
+    one formats and uploads the results; `depth` chunks at most wait between two of them, so memory is bounded
+    whatever the file's size, and the rows keep their order. Both outputs appear only if the whole file was
+    processed: they are written as multipart uploads that are completed at the end and aborted on failure (of
+    any stage), so no half-written output object is ever visible. The results object is completed first, so an
+    errors object never appears without its results. A file that cannot be scored as a whole (its format, a
+    missing column, a quote never closed) raises InvalidInput."""
     started = time.perf_counter()
     ext = format_of(src_key)
     scorer = RowScorer(model)
@@ -153,17 +161,35 @@ def score_object(
         # `with` exits in reverse: `out` (opened last) is completed before `err`
         with dest.open_writer(errors_key) as err, dest.open_writer(dest_key) as out:
             writer = WRITERS[ext](out, table.has_id, scorer.columns)
-            for chunk in table.chunks:
-                good, cols, errors = scorer.score(chunk)
-                stats.rows += len(chunk.rows)
-                if good:
-                    writer.write([chunk.ids[i] for i in good], cols)
+            emit = _Emit(writer, err, failures)
+            with Prefetch(table.chunks, depth) as chunks, Drain(emit, depth) as drain:
+                for chunk in chunks:
+                    good, cols, errors = scorer.score(chunk)
+                    stats.rows += len(chunk.rows)
                     stats.scored += len(good)
-                if errors:
-                    err.write(b"".join(jsonio.dumps(e) + b"\n" for e in errors))
                     stats.errors += len(errors)
-                    failures.add(errors)
+                    drain.put(([chunk.ids[i] for i in good], cols, errors))
+                drain.finish()
             writer.close()
     failures.close()
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+Results = tuple[list[Any], dict[str, np.ndarray], list[dict[str, Any]]]
+"""A scored chunk as the writers take it: the ids of the rows scored, their output columns, the error records."""
+
+
+class _Emit:
+    """The last stage: a scored chunk's rows to the results, its errors to the errors file and the log."""
+
+    def __init__(self, writer: Writer, err: Sink, failures: FailureLog) -> None:
+        self.writer, self.err, self.failures = writer, err, failures
+
+    def __call__(self, results: Results) -> None:
+        ids, cols, errors = results
+        if ids:
+            self.writer.write(ids, cols)
+        if errors:
+            self.err.write(b"".join(jsonio.dumps(e) + b"\n" for e in errors))
+            self.failures.add(errors)
