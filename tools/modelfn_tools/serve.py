@@ -209,13 +209,13 @@ def serve(
     import uvicorn
 
     if grpc_port is not None and app is not None:
-        from modelfn.adapters.grpc.server import serve_with_grpc
+        from modelfn.adapters.grpc.server import GrpcServer, run_with_grpc
 
         print(f"modelfn serve: gRPC (Open Inference Protocol) on {host}:{grpc_port}", file=sys.stderr)
         config = uvicorn.Config(
             app, host=host, port=port, log_level=log_level, access_log=False, timeout_keep_alive=keep_alive
         )
-        return 0 if serve_with_grpc(config, app.service, grpc_port) else 1
+        return 0 if run_with_grpc(uvicorn.Server(config), GrpcServer(app.service, host, grpc_port)) else 1
     target: Any = app if app is not None else f"{__name__}:worker_app"
     uvicorn.run(
         target,

@@ -13,6 +13,8 @@ Everything else comes from the environment:
 - `MODELFN_VERSION`, `MODELFN_PROVIDERS`, `MODELFN_MODELS_CONFIG`, `MODELFN_CUDA_DEVICE`, `MODELFN_CACHE_DIR`, ...:
   the runtime's settings (modelfn.settings.Settings), as everywhere else.
 - `MODELFN_HOST` (default `0.0.0.0`), `MODELFN_PORT` (else SageMaker's `SAGEMAKER_BIND_TO_PORT`, else 8080).
+- `MODELFN_GRPC_PORT` (default: off): also serve the Open Inference Protocol over gRPC on this port, on the same
+  event loop (modelfn.adapters.grpc; `tritonclient.grpc` works with its defaults). gRPC listens before HTTP does.
 - `MODELFN_SHUTDOWN_TIMEOUT` (default 30): seconds a SIGTERM waits for in-flight requests to finish.
 - `MODELFN_KEEP_ALIVE` (default 75): idle keep-alive seconds, above the 60 s of the load balancers in front.
 - `MODELFN_API_KEYS`, `MODELFN_RATE_LIMIT`, `MODELFN_MAX_CONCURRENCY` (default 256), `MODELFN_BODY_TIMEOUT`
@@ -141,6 +143,10 @@ def serve(cfg: ServerConfig) -> int:
     log.info(
         "serving %s from %s on http://%s:%d (default model: %s)", names, registry.repo.uri, cfg.host, cfg.port, default
     )
+    if settings.grpc_port is not None:
+        from modelfn.adapters.grpc.server import GrpcServer, run_with_grpc
+
+        return 0 if run_with_grpc(server, GrpcServer(app.service, cfg.host, settings.grpc_port)) else 1
     server.run()
     return 0 if server.started else 1
 
