@@ -41,28 +41,22 @@ SHARED_BACKOFF = 5.0
 def cache_key(
     name: str, content_id: str, route: str, outputs: Sequence[str] | None, inputs: Mapping[str, np.ndarray]
 ) -> bytes:
-    """A 32-byte digest of everything that decides the results (see the module docstring). Each part is length
-    prefixed, so no two different requests can concatenate to the same stream."""
+    """A 32-byte digest of everything that decides the results (see the module docstring). Every free-form part
+    is length-prefixed or `repr`-quoted, so no two different requests can concatenate to the same stream; tensor
+    bytes are hashed in place (no copy of a contiguous array)."""
     h = hashlib.blake2b(KEY_VERSION, digest_size=32)
-
-    def part(data: bytes) -> None:
-        h.update(struct.pack("<Q", len(data)))
-        h.update(data)
-
-    part(name.encode())
-    part(content_id.encode())
-    part(route.encode())
-    part(json.dumps(list(outputs) if outputs else None).encode())
+    h.update(f"{len(name)}:{name}|{content_id}|{route}|{list(outputs) if outputs else None!r}".encode())
     for tensor_name in sorted(inputs):
         array = inputs[tensor_name]
-        part(tensor_name.encode())
-        part(array.dtype.str.encode() if array.dtype != object else b"|O")
-        part(json.dumps(array.shape).encode())
         if array.dtype == object:
-            for item in array.reshape(-1):
-                part(item if isinstance(item, bytes) else str(item).encode("utf-8", "surrogatepass"))
+            items = [x if isinstance(x, bytes) else str(x).encode("utf-8", "surrogatepass") for x in array.reshape(-1)]
+            h.update(f"|{len(tensor_name)}:{tensor_name}|O|{array.shape}|".encode())
+            for item in items:
+                h.update(b"%d:" % len(item))
+                h.update(item)
         else:
-            part(np.ascontiguousarray(array).tobytes())
+            h.update(f"|{len(tensor_name)}:{tensor_name}|{array.dtype.str}|{array.shape}|{array.nbytes}|".encode())
+            h.update(array.data if array.flags.c_contiguous else np.ascontiguousarray(array).data)
     return h.digest()
 
 
