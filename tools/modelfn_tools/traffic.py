@@ -75,11 +75,14 @@ def in_effect(repo: ModelRepository, name: str, traffic: Traffic | None) -> dict
     return {"name": name, **shown, "versions": resolve_targets(repo, name, traffic)}
 
 
-def change_traffic(repo: ModelRepository, name: str, change: Change, *, replace: bool = False) -> Traffic | None:
+def change_traffic(
+    repo: ModelRepository, name: str, change: Change, *, replace: bool = False, check_targets: bool = True
+) -> Traffic | None:
     """Apply `change` to traffic.json with the store's conditional write (a change based on a stale read is
-    retried on a fresh one), after checking that every target of the result exists. Returns what was written
-    (None: no traffic). A malformed traffic.json is not merged into: only `replace` (change gets None) writes
-    over it."""
+    retried on a fresh one), after checking that every target of the result exists (unless `check_targets` is
+    off: a change that only removes targets, such as a rollback, must not fail on one that vanished). Returns what
+    was written (None: no traffic). A malformed traffic.json is not merged into: only `replace` (change gets None)
+    writes over it."""
     key = traffic_key(check_name(name))
     where = f"the traffic of model {name!r}"
 
@@ -89,7 +92,8 @@ def change_traffic(repo: ModelRepository, name: str, change: Change, *, replace:
         except InvalidTraffic as e:
             raise InvalidTraffic(f"{e.message}; replace it with `modelfn traffic --clear ...`") from e
         new = change(now)
-        resolve_targets(repo, name, new)
+        if check_targets:
+            resolve_targets(repo, name, new)
         return dump_traffic(new)
 
     return parse_traffic(repo.store.update(key, apply), where)
