@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from modelfn.monitoring.baseline import Baseline, compute
+from modelfn.monitoring.baseline import Baseline, compute, short
 from modelfn.monitoring.drift import EPSILON, kolmogorov_sf, ks_2samp, measure, psi
 from modelfn.monitoring.features import Feature
 from tests.monitoring.synthetic import CITIES, FEATURES, mixed_data, tabular_data
@@ -78,3 +78,10 @@ def test_category_drift_counts_unseen_values_as_other() -> None:
 
 def _columns(data: np.ndarray) -> dict[str, list[float]]:
     return {n: data[:, j].tolist() for j, n in enumerate(FEATURES)}
+
+
+def test_bin_labels_are_short() -> None:
+    assert [short(x) for x in (0.012345, -3.14159, 24812.3, 3.2e6, 7e9)] == ["0.0123", "-3.14", "24.8k", "3.2M", "7G"]
+    features = [Feature(name="n", input="n", column=None, kind="numeric")]
+    labels = compute("m", 1, features, {"n": [1.0, 2.0, 3.0] * 10}, "test").features[0].labels()
+    assert labels == ["< 1", "[1, 2)", "[2, 3)", "≥ 3", "(null)"]

@@ -54,7 +54,7 @@ class FeatureBaseline(Feature):
     def labels(self) -> list[str]:
         """A name for each bin of `histogram`, the null bin last."""
         if self.numeric is not None:
-            e = [_short(x) for x in self.numeric.edges]
+            e = [short(x) for x in self.numeric.edges]
             inner = [f"[{a}, {b})" for a, b in itertools.pairwise(e)]
             return [f"< {e[0]}", *inner, f"≥ {e[-1]}", NULL] if e else ["all", NULL]
         assert self.categories is not None
@@ -93,7 +93,11 @@ class Baseline(BaseModel):
         return next(f for f in self.features if f.name == name)
 
 
-def _short(x: float) -> str:
+def short(x: float) -> str:
+    """A number for a bin's or a chart's label: three significant digits, k/M/G past ten thousand."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if abs(x) >= scale:
+            return f"{x / (scale if suffix != 'k' else 1e3):.3g}{suffix}"
     return f"{x:.3g}"
 
 

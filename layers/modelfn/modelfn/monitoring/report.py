@@ -4,12 +4,14 @@ fetched: it opens offline, from an email attachment or an S3 console download al
 
 from __future__ import annotations
 
+import math
 from html import escape
 
+from modelfn.monitoring.baseline import short
 from modelfn.monitoring.drift import DriftReport, FeatureDrift
 
 WIDTH, HEIGHT = 640, 260
-LEFT, RIGHT, TOP, BOTTOM = 48, 12, 16, 86
+LEFT, RIGHT, TOP, BOTTOM = 48, 12, 28, 74
 BASE_COLOR, CURRENT_COLOR, DRIFT_COLOR = "#9aa5b1", "#2b6cb0", "#c53030"
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 24px;
@@ -32,6 +34,10 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def _mean(x: float | None) -> str:
+    return "–" if x is None else short(x)
+
+
 def _pvalue(p: float | None) -> str:
     return "–" if p is None else (f"{p:.3g}" if p >= 1e-4 else "< 0.0001")
 
@@ -44,7 +50,10 @@ def _shares(counts: list[int]) -> list[float]:
 def histogram_svg(f: FeatureDrift) -> str:
     """Baseline and window shares per bin, side by side, on one scale."""
     base, cur = _shares(f.baseline), _shares(f.current)
-    top = max([*base, *cur, 1e-9])
+    highest = max([*base, *cur, 0.01])
+    step = 0.05 if highest <= 0.3 else 0.1  # ticks at round shares, the axis ending on one
+    ticks = math.ceil(highest / step - 1e-9)
+    top = ticks * step
     n = len(f.bins)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     group = plot_w / n
@@ -56,9 +65,9 @@ def histogram_svg(f: FeatureDrift) -> str:
         f'aria-label="histogram of {escape(f.name)}: baseline against captured">',
         f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH - RIGHT}" y2="{TOP + plot_h}" stroke="#718096"/>',
     ]
-    for k in range(5):
-        share = top * k / 4
-        y = TOP + plot_h - plot_h * k / 4
+    for k in range(ticks + 1):
+        share = step * k
+        y = TOP + plot_h - plot_h * share / top
         parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{WIDTH - RIGHT}" y2="{y:.1f}" stroke="#edf2f7"/>')
         parts.append(f'<text x="{LEFT - 4}" y="{y + 3:.1f}" text-anchor="end">{share:.0%}</text>')
     for i, label in enumerate(f.bins):
@@ -75,12 +84,12 @@ def histogram_svg(f: FeatureDrift) -> str:
             f'<text x="{cx:.1f}" y="{cy:.1f}" text-anchor="end" transform="rotate(-35 {cx:.1f} {cy:.1f})">'
             f"{escape(shown)}</text>"
         )
-    legend_y = HEIGHT - 8
+    x, y = WIDTH - RIGHT - 150, 12  # the legend, above the plot's top right corner
     parts += [
-        f'<rect x="{LEFT}" y="{legend_y - 9}" width="10" height="10" fill="{BASE_COLOR}"/>',
-        f'<text x="{LEFT + 14}" y="{legend_y}">baseline</text>',
-        f'<rect x="{LEFT + 80}" y="{legend_y - 9}" width="10" height="10" fill="{color}"/>',
-        f'<text x="{LEFT + 94}" y="{legend_y}">captured</text>',
+        f'<rect x="{x}" y="{y - 9}" width="10" height="10" fill="{BASE_COLOR}"/>',
+        f'<text x="{x + 14}" y="{y}">baseline</text>',
+        f'<rect x="{x + 76}" y="{y - 9}" width="10" height="10" fill="{color}"/>',
+        f'<text x="{x + 90}" y="{y}">captured</text>',
         "</svg>",
     ]
     return "".join(parts)
@@ -102,7 +111,7 @@ def _row(f: FeatureDrift) -> str:
 
 def _section(f: FeatureDrift) -> str:
     ks = "" if f.ks_statistic is None else f", KS D {_fmt(f.ks_statistic)} (p {_pvalue(f.ks_pvalue)})"
-    means = "" if f.mean is None else f", mean {_fmt(f.baseline_mean)} → {_fmt(f.mean)}"
+    means = "" if f.mean is None else f", mean {_mean(f.baseline_mean)} → {_mean(f.mean)}"
     return (
         f'<section class="{"drifted" if f.drifted else "ok"}" id="feature-{escape(f.name)}">'
         f"<h2>{escape(f.name)}</h2>"
