@@ -1,16 +1,14 @@
 """The container: the service's HTTP API plus SageMaker's container contract and Prometheus metrics (the
 `server` extra); the Lambda path never imports this module.
 
-Routes added to the core table (service/routes.py CONTAINER_ROUTES):
+Routes added to the core table (service/routes.py CONTAINER_ROUTES, and SERVER_ROUTES as for any server):
 
 - `GET /ping`: 200 `{"status": "ok", "models": [...]}` once every model the container serves is loaded (the
   entrypoint loads them before it listens), else 503 `{"error": ...}` naming the missing ones (and a background
   retry of their load starts). It reads memory only, so it answers at once while inference is busy.
-- `GET /metrics`: Prometheus text format: `modelfn_requests_total{model,version,route,status}` and
-  `modelfn_request_seconds{model,version,route}` (histogram), plus whatever else the process registered in the
-  default registry (the batcher's `modelfn_batch_size` / `modelfn_batches_total`, process and GC metrics).
-  `route` is the route's template (`/v2/models/{name}/infer`), `model` and `version` are what the request ran
-  (empty for requests that named no served model, so client input never becomes a label).
+- `GET /metrics` (SERVER_ROUTES, as for `modelfn serve`): Prometheus text format, the metrics of the catalogue
+  modelfn/telemetry/names.py (http/metrics.py), plus whatever else the process registered in the default registry
+  (the batcher's `modelfn_batch_size` / `modelfn_batches_total`, process and GC metrics).
 - `POST /invocations`: SageMaker's inference route. It runs one route of the HTTP API, chosen so:
 
   1. Explicit route: header `X-Modelfn-Path: METHOD /path?query` (e.g. `POST /v2/models/mlp/infer`,
@@ -42,7 +40,6 @@ from modelfn import jsonio
 from modelfn.adapters.asgi import AsgiApp
 from modelfn.errors import InvalidInput
 from modelfn.hooks import Hooks
-from modelfn.http import metrics
 from modelfn.http.app import create_app
 from modelfn.protocols import sagemaker, v2
 from modelfn.protocols.sniff import protocol_of
@@ -164,7 +161,6 @@ def create_container_app(
     actions: dict[str, ActionFactory] = {
         "ping": lambda service: Ping(service.registry, expected),
         "invocations": lambda service: Invocations(service, expected),
-        "metrics": lambda service: lambda r, p: metrics.exposition(),
     }
     return create_app(
         registry,
@@ -173,5 +169,4 @@ def create_container_app(
         title="modelfn container",
         routes=CORE_ROUTES + CONTAINER_ROUTES,
         actions=actions,
-        observe=metrics.observe,
     )

@@ -4,17 +4,19 @@ service's ASGI adapter. Its OpenAPI document is what /openapi.json serves; the a
 
 from __future__ import annotations
 
+import html
 import inspect
+import pathlib
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Path, Query
 from fastapi import Request as StarletteRequest
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import Response as FastAPIResponse
 
 from modelfn import __version__, jsonio
 from modelfn.http import schemas
-from modelfn.service.routes import Route
+from modelfn.service.routes import Route, RouteNotFound
 from modelfn.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -145,7 +147,63 @@ def _drop_validation_errors(doc: dict[str, Any]) -> None:
             doc.pop("components")
 
 
+ASSETS = {
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "favicon-32x32.png": "image/png",
+}
+"""The Swagger UI files /docs loads, served by servers (SERVER_ROUTES) from the swagger-ui-bundle package."""
+SWAGGER_UI = "4.15.5"
+"""The Swagger UI release swagger-ui-bundle 1.1.0 vendors; the fallback CDN serves the same one."""
+FALLBACK = f"https://cdn.jsdelivr.net/npm/swagger-ui-dist@{SWAGGER_UI}"
+_PAGE = """<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1.0">
+<title>{title}</title>
+<link rel="icon" href="./docs/favicon-32x32.png">
+<link rel="stylesheet" href="./docs/swagger-ui.css" onerror="this.onerror=null;this.href='{cdn}/swagger-ui.css'">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script>
+function modelfnDocs() {{
+  SwaggerUIBundle({{
+    url: "./openapi.json", dom_id: "#swagger-ui", layout: "BaseLayout", deepLinking: true, validatorUrl: null,
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset]
+  }});
+}}
+function modelfnDocsFallback() {{
+  var s = document.createElement("script");
+  s.src = "{cdn}/swagger-ui-bundle.js";
+  s.onload = modelfnDocs;
+  document.body.appendChild(s);
+}}
+</script>
+<script src="./docs/swagger-ui-bundle.js" onload="modelfnDocs()" onerror="modelfnDocsFallback()"></script>
+</body>
+</html>
+"""
+
+
 def docs_html(title: str) -> bytes:
-    """The OpenAPI UI, pointing at ./openapi.json (relative, so a stage or base path in front still works)."""
-    page = get_swagger_ui_html(openapi_url="./openapi.json", title=f"{title} - docs")
-    return bytes(page.body)
+    """The OpenAPI UI, pointing at ./openapi.json (relative, so a stage or base path in front still works).
+
+    One page for every transport. Its script, style and icon are modelfn's own `./docs/...` routes, which servers
+    answer (the `server` extra's swagger-ui-bundle), so /docs works with no Internet access. Lambda does not serve
+    them (the 1.5 MB bundle stays out of the layer; a browser that reaches API Gateway or a function URL is online
+    anyway): there the local request fails and the page loads the same release from the jsDelivr CDN instead. The
+    validator badge is off (it would send the document to validator.swagger.io)."""
+    return _PAGE.format(title=html.escape(f"{title} - docs"), cdn=FALLBACK).encode()
+
+
+@cache
+def docs_asset(name: str) -> bytes:
+    """One Swagger UI file from the swagger-ui-bundle package (`server` extra), read once; 404 without it."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError as e:
+        raise RouteNotFound(f"/docs/{name}: the Swagger UI files are not installed (the `server` extra)") from e
+
+    return (pathlib.Path(str(swagger_ui_path)) / name).read_bytes()

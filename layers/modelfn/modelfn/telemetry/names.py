@@ -75,6 +75,14 @@ _SPECS = (
         LATENCY_BUCKETS,
     ),
     MetricSpec(
+        "modelfn_http_responses",
+        "counter",
+        "requests",
+        "Responses a server sent, those refused before the service ran included (401, 408, 413, 429, 503 busy, "
+        "499 client gone); servers only",
+        ("status_class",),
+    ),
+    MetricSpec(
         "modelfn_model_load_seconds",
         "histogram",
         "seconds",
@@ -132,6 +140,7 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
 REQUESTS = METRICS["modelfn_requests"]
 ERRORS = METRICS["modelfn_errors"]
 REQUEST_SECONDS = METRICS["modelfn_request_seconds"]
+HTTP_RESPONSES = METRICS["modelfn_http_responses"]
 MODEL_LOAD_SECONDS = METRICS["modelfn_model_load_seconds"]
 CACHE_HITS = METRICS["modelfn_cache_hits"]
 CACHE_MISSES = METRICS["modelfn_cache_misses"]
