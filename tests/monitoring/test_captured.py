@@ -4,6 +4,7 @@ and time, lines that are not records are counted and passed over; S3 (moto) and 
 from __future__ import annotations
 
 import gzip
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -73,3 +74,14 @@ def test_window_options() -> None:
 def test_firehose_capture_is_refused_with_what_to_pass() -> None:
     with pytest.raises(InvalidInput, match="S3 destination"):
         read("firehose://stream", "tab", 1, TABULAR, Window())
+
+
+def test_objects_are_read_whatever_their_name_and_compression(tmp_path: Path) -> None:
+    """As a Firehose stream writes them (its own names, gzip or plain); hidden files are a writer's, not data."""
+    store = open_store(str(tmp_path / "capture"))
+    lines = [json.dumps(r) + "\n" for r in records("tab", 1, {"x": tabular_data(20, 4)})]
+    store.write_bytes("tab/dt=2026-12-01/hour=10/stream-1-2026-12-01-10-00-00-abc", "".join(lines[:2]).encode())
+    store.write_bytes("tab/dt=2026-12-01/hour=10/stream-1-2026-12-01-10-05-00-def.gz", gzip.compress(lines[2].encode()))
+    store.write_bytes("tab/dt=2026-12-01/hour=10/.part-in-progress", lines[3].encode())
+    got = read(str(tmp_path / "capture"), "tab", 1, TABULAR, Window())
+    assert (got.objects, got.records, got.rows) == (2, 3, 15)

@@ -1,7 +1,9 @@
 """Captured requests read back for drift: the gzip JSON Lines objects that capture writes under
 `<capture>/<model>/dt=YYYY-MM-DD/hour=HH/` (UTC), those of one model version within a time window, turned into
 each feature's values. Partitions outside the window are never listed or read; records are filtered by their own
-`time` too, since an hour's object may hold a few records of the hour before (buffering)."""
+`time` too, since an hour's object may hold a few records of the hour before (buffering). Every object in a
+partition is read, gzip or not (by its first bytes), whatever its name: a Firehose stream partitioned the same way
+names its objects itself."""
 
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ from modelfn.store.base import ObjectStore, open_store
 
 _DT = re.compile(r"dt=(\d{4}-\d{2}-\d{2})\Z")
 _HOUR = re.compile(r"hour=(\d{2})\Z")
-_SUFFIXES = (".jsonl.gz", ".jsonl", ".gz")
 
 
 def parse_time(text: str, what: str) -> datetime:
@@ -178,7 +179,7 @@ def read(capture: str, model: str, version: int, features: Sequence[Feature], wi
     out = Captured(columns={f.name: [] for f in features})
     for folder in partitions(store, model, window):
         for key in _files(store, folder):
-            if not key.endswith(_SUFFIXES):
+            if key.rpartition("/")[2].startswith((".", "_")):  # hidden: a writer's temporary or marker file
                 continue
             out.objects += 1
             for line in _lines(store, key):
