@@ -188,7 +188,20 @@ def test_rolls_back_on_the_new_versions_error_rate(fresh_bucket: str, cloudwatch
     rc = main(["rollout", "--store", fresh_bucket, "--name", name, "--to", "2", "--interval", INTERVAL, *bound])
     assert rc == 1
     assert repo.labels(name) == {"stable": 1}
-    assert _record(repo, name).reason == "version 2 answered 10 of 100 requests with a 5xx (10.00% > 5.00%)"
+    record = _record(repo, name)
+    assert record.reason == "version 2 answered 10 of 100 requests with a 5xx (10.00% > 5.00%)"
+    assert record.events[-1]["error_rate_judged"] is True
+
+
+def test_a_bound_that_never_saw_enough_requests_says_so(fresh_bucket: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """No `Requests` metric for the version: the rollout goes through, and its record says the bound was not judged."""
+    name = f"m{time.time_ns()}"
+    repo = _model(fresh_bucket, name)
+    bound = ["--max-error-rate", "0.05", "--steps", "50,100"]
+    assert main(["rollout", "--store", fresh_bucket, "--name", name, "--to", "2", "--interval", INTERVAL, *bound]) == 0
+    last = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (last["event"], last["requests"], last["error_rate_judged"]) == ("succeeded", 0, False)
+    assert _record(repo, name).events[-1]["error_rate_judged"] is False
 
 
 def test_an_error_mid_rollout_rolls_back_and_is_recorded(fresh_bucket: str, alarm: str) -> None:

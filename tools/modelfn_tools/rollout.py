@@ -24,9 +24,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from modelfn.errors import InvalidInput, ModelfnError, ModelNotFound, PublishError, StoreError
+from modelfn.observability import NAMESPACE
 from modelfn.store import ModelRepository, open_store
 from modelfn.store.layout import check_name, manifest_key
 from modelfn.store.traffic import Traffic
+from modelfn.telemetry.names import REQUESTS
 from modelfn_tools.publish import set_label
 from modelfn_tools.traffic import change_traffic
 
@@ -35,7 +37,6 @@ LEASE_MARGIN = 120.0
 """Seconds a rollout's lease outlives its current step's interval: time to poll, write and roll back."""
 POLL = 5.0
 """Seconds between CloudWatch polls within an interval (shorter intervals poll at their end)."""
-METRICS_NAMESPACE = "modelfn"
 Status = Literal["running", "succeeded", "rolled_back", "failed"]
 Emit = Callable[[dict[str, Any]], None]
 
@@ -92,13 +93,13 @@ def parse_steps(text: str) -> list[int]:
     return steps
 
 
-def _record(repo: ModelRepository, name: str, data: bytes | None) -> RolloutRecord | None:
+def _record(name: str, data: bytes | None) -> RolloutRecord | None:
     if data is None:
         return None
     try:
         return RolloutRecord.model_validate_json(data)
     except ValidationError as e:
-        raise StoreError(f"the rollout record of model {name!r} is malformed: {e}") from e
+        raise StoreError(f"the rollout record of model {name!r} ({rollout_key(name)}) is malformed: {e}") from e
 
 
 # ---- CloudWatch -------------------------------------------------------------------------------------------------
@@ -125,7 +126,17 @@ class Monitor:
     max_error_rate: float | None = None
     min_requests: int = 20
     since: datetime = field(default_factory=lambda: datetime.now(UTC))
+    counts: tuple[float, float] | None = None
+    """(5xx answers, all answers) at the last check, with a bound."""
     _client: Any = None
+
+    def judged(self) -> dict[str, Any]:
+        """What the error-rate bound saw at the last check, for the record: a bound that never had
+        `min_requests` to judge (too little traffic, or no `Requests` metric emitted) must not pass unnoticed."""
+        if self.counts is None:
+            return {}
+        errors, total = self.counts
+        return {"errors_5xx": errors, "requests": total, "error_rate_judged": total >= self.min_requests}
 
     @property
     def client(self) -> Any:
@@ -163,7 +174,7 @@ class Monitor:
         metrics = [
             m
             for page in self.client.get_paginator("list_metrics").paginate(
-                Namespace=METRICS_NAMESPACE, MetricName="Requests", Dimensions=dims
+                Namespace=NAMESPACE, MetricName=REQUESTS.emf_name, Dimensions=dims
             )
             for m in page["Metrics"]
         ]
@@ -197,7 +208,7 @@ class Monitor:
             state, why = states[alarm]
             if state == "ALARM":
                 return f"alarm {alarm!r} is in ALARM: {why}".rstrip(": ")
-        counts = self.error_rate()
+        counts = self.counts = self.error_rate()
         if counts is not None and self.max_error_rate is not None:
             errors, total = counts
             if total >= self.min_requests and errors / total > self.max_error_rate:
@@ -231,7 +242,7 @@ class Rollout:
         """Write the record: rollout.json only while this rollout still holds it, then its history copy."""
 
         def ours(current: bytes | None) -> bytes:
-            now = _record(self.repo, self.name, current)
+            now = _record(self.name, current)
             if now is None or now.id != self.record.id:
                 taken = now.id if now else "none"
                 raise LeaseLost(f"rollout {self.record.id} of model {self.name!r} lost its lease to {taken}")
@@ -245,7 +256,7 @@ class Rollout:
         split = {STABLE: 100 - percent, str(self.record.to): percent}
         self.record.percent, self.record.split = percent, split
         self.record.lease_until = time.time() + self.record.interval + LEASE_MARGIN
-        self._event("step", percent=percent, split=split)
+        self._event("step", percent=percent, split=split, **self.monitor.judged())
         self.save()
         change_traffic(self.repo, self.name, lambda now: _with_split(now, split))
 
@@ -275,7 +286,7 @@ class Rollout:
 
     def finish(self, status: Status, reason: str | None) -> None:
         self.record.status, self.record.reason, self.record.lease_until = status, reason, 0.0
-        self._event(status, reason=reason, labels=self.repo.labels(self.name))
+        self._event(status, reason=reason, labels=self.repo.labels(self.name), **self.monitor.judged())
         self.save()
 
     def run(self) -> bool:
@@ -322,7 +333,7 @@ def _acquire(repo: ModelRepository, record: RolloutRecord) -> None:
     name = record.name
 
     def take(current: bytes | None) -> bytes:
-        previous = _record(repo, name, current)
+        previous = _record(name, current)
         running = previous is not None and previous.status == "running"
         if previous is not None and running and previous.lease_until > time.time():
             raise PublishError(
