@@ -146,6 +146,26 @@ def test_a_missing_config_is_completed_from_the_model_as_triton_does(tmp_path: P
     assert [(r["name"], r["version"]) for r in import_triton(repo, store)] == [("auto", 2)]
 
 
+def test_a_model_folder_with_external_data_and_some_outputs_configured(tmp_path: Path) -> None:
+    """Triton takes `<v>/model.onnx/` as a folder holding model.onnx and its external data; a config may list
+    only some of the model's outputs."""
+    import onnx
+
+    source = build_mlp(tmp_path / "src.onnx", sizes=(4, 8, 3), seed=5)
+    folder = tmp_path / "repo" / "clf" / "1" / "model.onnx"
+    folder.mkdir(parents=True)
+    proto = onnx.load(str(source))
+    onnx.save(proto, str(folder / "model.onnx"), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    (tmp_path / "repo" / "clf" / "config.pbtxt").write_text(
+        CONFIG.split("output [", maxsplit=1)[0] + 'output [ { name: "logits" data_type: TYPE_FP32 dims: [ 3 ] } ]'
+    )
+    store = str(tmp_path / "store")
+    (record,) = import_triton(tmp_path / "repo", store)
+    assert (record["version"], record["status"]) == (1, "published")
+    manifest = ModelRepository(open_store(store)).manifest("clf", 1)
+    assert [f.path for f in manifest.files] == ["weights.bin"]
+
+
 # ---- refusals ----------------------------------------------------------------------------------------------------
 BAD = [
     (CONFIG.replace("TYPE_FP32\n", "TYPE_INT64\n"), r"input 'input' is TYPE_INT64 in config.pbtxt but TYPE_FP32"),
