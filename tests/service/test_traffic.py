@@ -204,3 +204,21 @@ def test_a_key_gets_the_same_version_from_two_servers_and_the_lambda_handler(
             assert report["comparison"]["shadow_version"] == 2
     assert seen[0] == seen[1] == on_lambda
     assert set(on_lambda.values()) == {"1", "2"}
+
+
+def test_on_lambda_the_comparison_and_cache_hits_are_emf_metrics(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _write_traffic(store, {"shadow": {"target": "3"}})
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    fn = ModelFunction(Settings(store=store, model="m", cache_dir=tmp_path / "fn", response_cache_mb=1))
+    capsys.readouterr()
+    for _ in range(2):
+        assert fn.http_handler(_lambda_event("u"), LambdaContext())["statusCode"] == 200
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    first, second = [
+        {k: v[0] if isinstance(v, list) else v for k, v in doc.items()} for doc in lines if "HttpLatency" in doc
+    ]
+    assert first["ShadowRequests"] == second["ShadowRequests"] == 1.0
+    assert first["ShadowAgreement"] == 1.0 and first["ShadowMaxAbsDiff"] == 0.0
+    assert first["CacheMisses"] == 1.0 and second["CacheHits"] == 1.0

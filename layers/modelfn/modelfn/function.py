@@ -18,6 +18,7 @@ from modelfn.protocols.plain import Postprocess, Preprocess
 from modelfn.registry import ModelRegistry
 from modelfn.settings import Settings
 from modelfn.store import ObjectStore, open_store
+from modelfn.telemetry.names import CAPTURE_WRITTEN
 
 log = logging.getLogger("modelfn")
 
@@ -36,6 +37,8 @@ class ModelFunction:
         self.obs = Observability.for_model(self.name)
         self.load_ms: float | None = None
         self.load_error: str | None = None
+        self.capture: Any = None
+        """modelfn.capture.Capture when MODELFN_CAPTURE is set (and the service is built): flushed after invokes."""
         self._load_reported = False
         self.load()
         self.http_handler = self.obs.wrap(self._http, "http")
@@ -90,7 +93,12 @@ class ModelFunction:
         Lambda environment serves one request at a time)."""
         from modelfn.service.dispatch import Service
 
-        return Service(self.registry, default_model=self.name, hooks={self.name: self.hooks}, title=self.name)
+        service = Service(self.registry, default_model=self.name, hooks={self.name: self.hooks}, title=self.name)
+        if self.settings.capture:  # imported only when asked for: the cold start pays nothing otherwise
+            from modelfn.capture import Capture
+
+            self.capture = Capture.install(service)
+        return service
 
     @cached_property
     def _http_adapter(self) -> Any:
@@ -102,9 +110,9 @@ class ModelFunction:
     def _sqs_adapter(self) -> Any:
         from modelfn.adapters.sqs import RequestSource, SqsHandler
 
-        return SqsHandler(
-            self.service.plane, self.model, self.results, self.name, RequestSource.from_settings(self.settings)
-        )
+        service = self.service
+        source = RequestSource.from_settings(self.settings)
+        return SqsHandler(service.plane, self.model, self.results, self.name, source, service._observed)
 
     @cached_property
     def _s3_adapter(self) -> Any:
@@ -128,7 +136,20 @@ class ModelFunction:
             raise
         finally:
             self.obs.latency(kind, (time.perf_counter() - started) * 1000)
+            if self.capture is not None:
+                self._flush_capture()
         return result
+
+    def _flush_capture(self) -> None:
+        """At the end of an invoke, when the capture buffer is old or full: no thread runs in a frozen environment,
+        so this is when captured records are written (README: what a reclaimed environment can lose)."""
+        try:
+            written = self.capture.flush_if_due()
+        except Exception:  # capture must never fail an invoke
+            log.exception("capture: flush failed")
+            return
+        if written:
+            self.obs.count(CAPTURE_WRITTEN.emf_name, written)
 
     def _http(self, event: dict[str, Any], context: Any) -> Any:
         response = self._timed("Http", self._http_adapter, event, context)
@@ -137,7 +158,31 @@ class ModelFunction:
             self.obs.count("Errors")
         elif status >= 400:
             self.obs.count("ClientErrors")
+        self._report_strategies(response)
         return response
+
+    def _report_strategies(self, response: dict[str, Any]) -> None:
+        """The response cache's hit or miss and the shadow's comparison of this invoke, as EMF metrics under the
+        catalogue's names (telemetry/names.py), so Lambda and servers name them alike."""
+        from modelfn.service.request import CACHE_HEADER
+        from modelfn.telemetry import names
+
+        cache = (response.get("headers") or {}).get(CACHE_HEADER)
+        if cache is not None:
+            self.obs.count((names.CACHE_HITS if cache == "hit" else names.CACHE_MISSES).emf_name)
+        shadows = self.service.shadows
+        compared, shadows.last = shadows.last, None
+        if compared is None:
+            return
+        self.obs.count(names.SHADOW_REQUESTS.emf_name)
+        if compared.error is not None:
+            self.obs.count(names.SHADOW_ERRORS.emf_name)
+            return
+        if compared.rows:
+            self.obs.ratio(names.SHADOW_AGREEMENT.emf_name, compared.agreeing_rows / compared.rows)
+        self.obs.ratio(names.SHADOW_MAX_ABS_DIFF.emf_name, compared.max_abs_diff)
+        self.obs.latency("ShadowPrimary", compared.primary_seconds * 1000)
+        self.obs.latency("ShadowCandidate", compared.shadow_seconds * 1000)
 
     def _sqs(self, event: dict[str, Any], context: Any) -> Any:
         response = self._timed("Sqs", self._sqs_adapter, event, context)

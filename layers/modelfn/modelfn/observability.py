@@ -71,5 +71,8 @@ class Observability:
     def count(self, name: str, value: float = 1) -> None:
         self._add(name, MetricUnit.Count, value)
 
+    def ratio(self, name: str, value: float) -> None:
+        self._add(name, MetricUnit.NoUnit, value)
+
     def load_time(self, ms: float) -> None:
         self._add("ModelLoadTime", MetricUnit.Milliseconds, ms)

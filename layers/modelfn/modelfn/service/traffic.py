@@ -204,6 +204,18 @@ def compare(primary: Mapping[str, Any], shadow: Mapping[str, Any]) -> tuple[int,
     return int(agree.size), int(agree.sum()), worst
 
 
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """One shadowed request: what a Lambda invoke emits as metrics (servers export the running totals)."""
+
+    rows: int
+    agreeing_rows: int
+    max_abs_diff: float
+    primary_seconds: float
+    shadow_seconds: float
+    error: str | None = None
+
+
 class Shadows:
     """Runs shadow predictions and keeps their comparison per model. Thread-safe: servers run it in worker
     threads, at most `max_in_flight` at once (beyond that a shadow is skipped and counted, so a slow shadow never
@@ -212,6 +224,8 @@ class Shadows:
     def __init__(self, registry: ModelRegistry, max_in_flight: int = 4) -> None:
         self.registry = registry
         self.stats: dict[str, ShadowStats] = {}
+        self.last: Comparison | None = None
+        """The latest comparison (Lambda reads and clears it after each invoke)."""
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_in_flight)
 
@@ -245,6 +259,7 @@ class Shadows:
             return
         seconds = perf_counter() - started
         rows, agreeing, diff = compare(record.outputs, results)
+        self.last = Comparison(rows, agreeing, diff, record.predict_seconds, seconds)
         with self._lock:
             s = self.stats.setdefault(name, ShadowStats())
             s.shadowed += 1
@@ -256,6 +271,7 @@ class Shadows:
             s.shadow_version = model.version
 
     def _record(self, name: str, error: str) -> None:
+        self.last = Comparison(0, 0, 0.0, 0.0, 0.0, error)
         with self._lock:
             s = self.stats.setdefault(name, ShadowStats())
             s.shadowed += 1
