@@ -11,8 +11,10 @@ import struct
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 from modelfn_tools.cli import main
+from modelfn_tools.localserver import serve_process
 from modelfn_tools.publish import publish
 
 from tests.monitoring.synthetic import (
@@ -160,3 +162,21 @@ def test_html_report_opens_in_a_browser_with_every_features_histogram(
     head = png.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (1200, 1600)
     assert png.stat().st_size > 20_000  # drawn, not blank
+
+
+def test_drift_reads_what_modelfn_serve_captured(
+    capsys: pytest.CaptureFixture[str], setup: dict[str, str], tmp_path: Path
+) -> None:
+    """End to end: requests answered by a real `modelfn serve` with MODELFN_CAPTURE, flushed at its graceful stop,
+    are the window `modelfn drift` measures."""
+    capture = tmp_path / "capture"
+    data = tabular_data(1000, 3, {"b": 1.5})
+    env = {"MODELFN_CAPTURE": str(capture)}
+    with serve_process(["--store", setup["store"], "--models", "tab"], tmp_path, env=env) as base:
+        for k in range(40):
+            rows = data[k * 25 : (k + 1) * 25].ravel().tolist()
+            body = {"inputs": [{"name": "x", "shape": [25, 3], "datatype": "FP32", "data": rows}]}
+            assert httpx.post(f"{base}/v2/models/tab/infer", json=body).status_code == 200
+    rc, out, _ = drift(capsys, setup, "--name", "tab", "--capture", str(capture), "--json")
+    report = json.loads(out)
+    assert rc == 3 and report["drifted"] == ["b"] and (report["records"], report["rows"]) == (40, 1000)
