@@ -20,7 +20,18 @@ from typing import Any
 
 from bench.common import RESULTS_DIR, ROOT, machine
 
-FIGURES = ("warm_invoke", "cold_start", "large_request", "s3_batch", "server_throughput", "quantization", "auth_cost", "response_cache", "traffic_cost")
+FIGURES = (
+    "warm_invoke",
+    "cold_start",
+    "large_request",
+    "s3_batch",
+    "server_throughput",
+    "quantization",
+    "auth_cost",
+    "response_cache",
+    "traffic_cost",
+    "grpc_vs_http",
+)
 EXTERNAL = ("batching",)  # figures other modules provide, run when present
 
 

@@ -308,6 +308,13 @@ def test_typed_contents_equal_onnxruntime(served: Served, models: Models) -> Non
     assert decoded == TEXTS
 
 
+def test_answer_names_the_version_that_served_it(served: Served) -> None:
+    """The `modelfn-version` header of every inference answer, as trailing metadata."""
+    with grpc.insecure_channel(served.grpc) as channel:
+        _, call = channel.unary_unary(RPC + "ModelInfer").with_call(typed_request().SerializeToString(), timeout=30)
+    assert dict(call.trailing_metadata() or ())["modelfn-version"] == "1"
+
+
 def test_typed_contents_are_checked_like_json(served: Served) -> None:
     """INT8 values travel as int32: one out of range is refused naming the input, never wrapped; FP16 has no typed
     field; values in another datatype's field, or typed contents beside raw ones, are refused."""
