@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -22,11 +23,14 @@ from modelfn.errors import InvalidInput, ModelfnError, ModelNotFound, PayloadToo
 from modelfn.model.loaded import LoadedModel
 from modelfn.protocols.sniff import protocol_of
 from modelfn.service.dataplane import DataPlane
-from modelfn.service.request import Request
+from modelfn.service.request import Request, Response
 from modelfn.settings import Settings
 from modelfn.store import ObjectStore, open_store
 
 log = logging.getLogger("modelfn")
+SQS_ROUTE = "sqs"
+"""The `route` of an answered SQS message, for observers (capture records, statistics)."""
+Observe = Callable[[Request, Response, float], Response]
 
 S3 = "s3://"
 POINTER_KEYS = frozenset({"request_uri", "id"})
@@ -114,7 +118,7 @@ def _bad_segment(path: str) -> bool:
     return any(part in ("", ".", "..") for part in path.split("/"))
 
 
-def respond(plane: DataPlane, model: LoadedModel, request: Any) -> bytes:
+def respond(plane: DataPlane, model: LoadedModel, request: Any) -> Response:
     """The answer that the parsed request's protocol defines, from the data plane every transport uses: a v2
     response, or TF Serving's `predictions` / `outputs` (with the request's `id` when it has one)."""
     kind = protocol_of(request)
@@ -122,8 +126,9 @@ def respond(plane: DataPlane, model: LoadedModel, request: Any) -> bytes:
         raise InvalidInput("an SQS message is a v2 or TF Serving request; {'features': ...} is for POST /predict only")
     answer = plane.run(kind, model, Request("POST", "sqs"), parsed=request)
     if kind == "tf" and request.get("id") is not None:  # appended to the answer object, not parsed again
-        return answer.body[:-1] + b',"id":' + jsonio.dumps(request["id"]) + b"}"
-    return answer.body
+        answer.body = answer.body[:-1] + b',"id":' + jsonio.dumps(request["id"]) + b"}"
+    answer.route = SQS_ROUTE
+    return answer
 
 
 def log_failure(model: str, version: int | None, message_id: str, error: BaseException) -> None:
@@ -146,26 +151,32 @@ class SqsHandler:
         results: Callable[[], ObjectStore],
         name: str,
         requests: RequestSource,
+        observe: Observe | None = None,
     ) -> None:
+        """`observe`: the service's observers (Service._observed), told of each answered message as of a request."""
         self.plane = plane
         self.model = model
         self.results = results
         self.name = name
         self.requests = requests
+        self.observe = observe
 
     def record(self, record: SQSRecord) -> str:
         """One message: its answer written to <results>/<model>/<messageId>.json, whose key is returned. A
         failure is logged and raised, so the processor reports this message alone."""
         version: int | None = None
+        started = perf_counter()
         try:
             model = self.model()
             version = model.version
             answer = respond(self.plane, model, self.requests.parse(record.body))
             key = f"{self.name}/{record.message_id}.json"
-            self.results().write_bytes(key, answer)
+            self.results().write_bytes(key, answer.body)
         except Exception as e:
             log_failure(self.name, version, record.message_id, e)
             raise
+        if self.observe is not None:  # capture and statistics see SQS answers as they see HTTP ones
+            self.observe(Request("POST", SQS_ROUTE, headers={"x-request-id": record.message_id}), answer, started)
         return key
 
     def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:

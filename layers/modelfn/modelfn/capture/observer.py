@@ -17,16 +17,21 @@ import time
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from modelfn.capture.buffer import CaptureBuffer
 from modelfn.capture.record import Entry, size_of
 from modelfn.capture.sinks import Batch, Sink, SinkError, open_sink
 from modelfn.service.request import Request, Response
+from modelfn.service.traffic import TrafficRouter
 from modelfn.settings import Settings
 from modelfn.telemetry import names
 from modelfn.telemetry.sources import Sample
+
+if TYPE_CHECKING:
+    from modelfn.service.dispatch import Service
 
 log = logging.getLogger("modelfn")
 MB = 1024 * 1024
@@ -35,8 +40,24 @@ MAX_ID = 128
 """A client's request id is kept up to this many characters; without one the record gets a uuid."""
 
 
+Sticky = Callable[[str], str | None]
+"""The sticky header of a model (lower case), if its traffic has one."""
+
+
+def sticky_header(router: TrafficRouter) -> Sticky:
+    """A model's sticky header from the traffic.json its router last read (memory only, never the store)."""
+
+    def header(model: str) -> str | None:
+        known = router.fresh(model)
+        traffic = known[0] if known is not None else None
+        return traffic.sticky.lower() if traffic is not None and traffic.sticky else None
+
+    return header
+
+
 def sampled(percent: float, key: str | None) -> bool:
-    """Whether a request is captured: all at 100, none at 0; by the sticky key's hash when there is one."""
+    """Whether a request is captured: all at 100, none at 0; by the sticky key's hash when there is one (CRC-32,
+    not the split's SHA-256 bucket, so the captured share does not line up with one side of a split)."""
     if percent >= 100:
         return True
     if percent <= 0:
@@ -53,12 +74,12 @@ class Capture:
         percent: float = 100.0,
         flush_seconds: float = 60.0,
         buffer_mb: float = 4.0,
-        sticky_header: str | None = None,
+        sticky: Sticky | None = None,
     ) -> None:
         self.sink = sink
         self.percent = percent
         self.flush_seconds = flush_seconds
-        self.sticky = sticky_header.lower() if sticky_header else None
+        self.sticky = sticky
         flush_bytes = max(1, int(buffer_mb * MB))
         self.buffer = CaptureBuffer(flush_bytes, 2 * flush_bytes)
         self.written: Counter[str] = Counter()
@@ -72,7 +93,7 @@ class Capture:
         self._logged_at = 0.0
 
     @classmethod
-    def from_settings(cls, settings: Settings, sticky_header: str | None = None) -> Capture | None:
+    def from_settings(cls, settings: Settings, sticky: Sticky | None = None) -> Capture | None:
         """The capture MODELFN_CAPTURE asks for, or None when it is unset."""
         if not settings.capture:
             return None
@@ -81,8 +102,16 @@ class Capture:
             settings.capture_percent,
             settings.capture_flush_seconds,
             settings.capture_buffer_mb,
-            sticky_header,
+            sticky,
         )
+
+    @classmethod
+    def install(cls, service: Service) -> Capture | None:
+        """The capture the service's settings ask for, observing it (sampled by each model's sticky header)."""
+        capture = cls.from_settings(service.registry.settings, sticky_header(service.plane.traffic))
+        if capture is not None:
+            service.observers.append(capture)
+        return capture
 
     # ---- the response path -------------------------------------------------------------------------------
     def __call__(self, request: Request, response: Response, seconds: float) -> None:
@@ -92,7 +121,8 @@ class Capture:
         if response is self._last:  # one response observed twice (SageMaker /invocations running a route)
             return
         self._last = response
-        if not sampled(self.percent, request.headers.get(self.sticky) if self.sticky else None):
+        header = self.sticky(response.model) if self.sticky is not None else None
+        if not sampled(self.percent, request.headers.get(header) if header else None):
             return
         given = request.headers.get(ID_HEADER)
         entry = Entry(

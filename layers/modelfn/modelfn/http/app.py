@@ -66,13 +66,12 @@ def create_app(
     batching: bool | None = None,
     routes: tuple[Route, ...] = CORE_ROUTES,
     actions: Mapping[str, ActionFactory] | None = None,
-    sticky_header: str | None = None,
 ) -> ServerApp:
     """Every model of `registry`; `default_model` is what `/predict` runs (else the only one served).
 
     `batching` (None: settings.batching or any model's override) joins concurrent requests for one model version
     into one session.run (modelfn.batching); only long-running servers turn it on, never the Lambda path.
-    `routes` get SERVER_ROUTES added; `sticky_header`: the header whose value samples capture deterministically."""
+    `routes` get SERVER_ROUTES added."""
     settings = registry.settings
     batcher = Batcher(settings, batching) if Batcher.wanted(settings, batching) else None
     metrics = PrometheusMetrics()
@@ -83,9 +82,8 @@ def create_app(
     }
     service = Service(registry, default_model, hooks, batcher, routes + SERVER_ROUTES, served, title)
     metrics.attach(service)
-    capture = Capture.from_settings(settings, sticky_header)
+    capture = Capture.install(service)
     if capture is not None:
-        service.observers.append(capture)
         metrics.sources.append(capture.samples)
         capture.start()
     return ServerApp(service, metrics, capture)

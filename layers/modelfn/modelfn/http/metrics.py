@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from modelfn.service.request import Request, Response
 from modelfn.telemetry import names
 from modelfn.telemetry.names import MetricSpec
-from modelfn.telemetry.sources import Sample, Source, from_snapshot
+from modelfn.telemetry.sources import Sample, Source, from_snapshot, shadow_samples
 
 if TYPE_CHECKING:
     from modelfn.registry import ModelRegistry
@@ -87,12 +87,14 @@ class PrometheusMetrics:
         self._last: Response | None = None
 
     def attach(self, service: Service) -> PrometheusMetrics:
-        """Observe the service's requests, its response cache and its models' load times."""
+        """Observe the service's requests, its response cache, shadow comparisons and models' load times."""
         service.observers.append(self)
         self._model_registry = service.registry
-        cache = getattr(service.plane, "cache", None)
+        cache = service.plane.cache
         if cache is not None:
             self.sources.append(from_snapshot(cache.snapshot, CACHE_KEYS))
+        shadows = service.shadows
+        self.sources.append(lambda: shadow_samples(shadows.snapshot()))
         return self
 
     def __call__(self, request: Request, response: Response, seconds: float) -> None:

@@ -19,7 +19,7 @@ UNMATCHED = "<unmatched>"
 """The `route` label of a request that matched no route (its path is client input)."""
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 ROLES = ("primary", "shadow")
-"""`role` of the shadow latency histogram: the version that answered, and the one run beside it."""
+"""`role` of the shadow predict time: the version that answered, and the one run beside it."""
 DROP_REASONS = ("overflow", "sink")
 """`reason` of dropped capture records: the buffer was full, or the sink refused a write."""
 
@@ -115,12 +115,19 @@ _SPECS = (
         ("model",),
     ),
     MetricSpec(
-        "modelfn_shadow_seconds",
-        "histogram",
+        "modelfn_shadow_predict_seconds",
+        "counter",
         "seconds",
-        "Predict time of the primary and of the shadow version on shadowed requests",
+        "Predict time summed over compared shadow runs, of the primary and of the shadow version (divide by "
+        "modelfn_shadow_requests minus errors for the mean)",
         ("model", "role"),
-        LATENCY_BUCKETS,
+    ),
+    MetricSpec(
+        "modelfn_shadow_skipped",
+        "counter",
+        "requests",
+        "Shadow runs skipped because every shadow slot was busy",
+        ("model",),
     ),
     # payload capture (capture/)
     MetricSpec("modelfn_capture_written", "counter", "records", "Captured records written to the sink", ("model",)),
@@ -150,7 +157,8 @@ SHADOW_REQUESTS = METRICS["modelfn_shadow_requests"]
 SHADOW_ERRORS = METRICS["modelfn_shadow_errors"]
 SHADOW_AGREEMENT = METRICS["modelfn_shadow_agreement"]
 SHADOW_MAX_ABS_DIFF = METRICS["modelfn_shadow_max_abs_diff"]
-SHADOW_SECONDS = METRICS["modelfn_shadow_seconds"]
+SHADOW_PREDICT_SECONDS = METRICS["modelfn_shadow_predict_seconds"]
+SHADOW_SKIPPED = METRICS["modelfn_shadow_skipped"]
 CAPTURE_WRITTEN = METRICS["modelfn_capture_written"]
 CAPTURE_DROPPED = METRICS["modelfn_capture_dropped"]
 CAPTURE_BUFFERED_BYTES = METRICS["modelfn_capture_buffered_bytes"]

@@ -1,0 +1,148 @@
+"""Every captured request appears exactly once after a graceful stop, whatever the sink (a folder, S3, Firehose,
+each on a real server: moto's over HTTP), and as a JSON line exactly as the contract says; sampling follows the
+percentage (and the sticky header); a failing sink or a full buffer never changes a response."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from modelfn_tools.localserver import serve_process
+
+from modelfn.capture import Capture
+from modelfn.capture.observer import sampled
+from modelfn.capture.sinks import open_sink
+from modelfn.http import create_app
+from modelfn.http.app import ServerApp
+from modelfn.service.dispatch import Service
+from modelfn.service.request import Request
+
+from .conftest import ROW, read_folder, read_s3, records, registry, v2
+
+KEY = re.compile(r"^iris/dt=\d{4}-\d{2}-\d{2}/hour=\d{2}/[\w.-]+\.jsonl\.gz$")
+
+
+async def _send(app: ServerApp, ids: list[str], rows: int = 1) -> list[httpx.Response]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        return [await client.post("/v2/models/iris/infer", json=v2(rows), headers={"x-request-id": i}) for i in ids]
+
+
+def _served(store: str, tmp_path: Path, capture: str, n: int = 300, **settings: Any) -> list[str]:
+    """n inferences through `modelfn serve`'s app while the flusher runs (small buffer: several flushes), then a
+    graceful stop; the request ids sent."""
+    app = create_app(registry(store, tmp_path, capture=capture, capture_buffer_mb=0.004, **settings))
+    assert isinstance(app, ServerApp) and app.capture is not None
+    ids = [uuid.uuid4().hex for _ in range(n)]
+    answers = asyncio.run(_send(app, ids))
+    assert all(a.status_code == 200 for a in answers)
+    app.close()
+    assert app.capture.dropped == {"overflow": 0, "sink": 0}
+    return ids
+
+
+def _exactly_once(found: list[dict[str, Any]], ids: list[str]) -> None:
+    assert sorted(r["id"] for r in found) == sorted(ids)
+    first = found[0]
+    assert set(first) == {"id", "time", "model", "version", "route", "latency_ms", "inputs", "outputs"}
+    assert first["model"] == "iris" and first["version"] == 1 and first["route"] == "/v2/models/{name}/infer"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"]) and first["latency_ms"] > 0
+    assert first["inputs"] == {"float_input": [ROW]}
+    assert first["outputs"]["label"] == [0] and len(first["outputs"]["probabilities"][0]) == 3
+
+
+def test_folder_every_request_once(store: str, tmp_path: Path) -> None:
+    ids = _served(store, tmp_path, str(tmp_path / "capture"))
+    objects = read_folder(tmp_path / "capture")
+    assert len(objects) > 1 and all(KEY.match(k) for k in objects)  # flushed by size while serving, then at stop
+    _exactly_once(records(objects), ids)
+
+
+def test_s3_every_request_once(store: str, tmp_path: Path, fresh_bucket: str) -> None:
+    capture = fresh_bucket.replace("/models", "/capture")
+    ids = _served(store, tmp_path, capture)
+    objects = read_s3(capture)
+    assert objects and all(KEY.match(k.removeprefix("capture/")) for k in objects)
+    _exactly_once(records(objects), ids)
+
+
+def test_firehose_every_request_once(store: str, tmp_path: Path, fresh_bucket: str) -> None:
+    """moto's Firehose delivers each PutRecordBatch to its S3 destination at once: read the objects back."""
+    bucket = fresh_bucket.removeprefix("s3://").split("/")[0]
+    stream = f"capture-{uuid.uuid4().hex[:8]}"
+    boto3.client("firehose").create_delivery_stream(
+        DeliveryStreamName=stream,
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::123456789012:role/firehose",
+            "BucketARN": f"arn:aws:s3:::{bucket}",
+            "Prefix": "firehose/",
+        },
+    )
+    ids = _served(store, tmp_path, f"firehose://{stream}", n=1200)  # past one PutRecordBatch's 500 records
+    objects = read_s3(f"s3://{bucket}/firehose/")
+    assert len(objects) >= 3
+    _exactly_once(records(objects), ids)
+
+
+def test_modelfn_serve_flushes_on_sigterm(store: str, tmp_path: Path) -> None:
+    """A real `modelfn serve` process, capture flushed only at its stop (the interval is an hour): SIGTERM writes
+    every record."""
+    capture = tmp_path / "capture"
+    env = {"MODELFN_CAPTURE": str(capture), "MODELFN_CAPTURE_FLUSH_SECONDS": "3600"}
+    ids = [uuid.uuid4().hex for _ in range(60)]
+    with serve_process(["--store", store], tmp_path, env=env) as base:  # stopped with SIGTERM (Popen.terminate)
+        for i in ids:
+            r = httpx.post(f"{base}/v2/models/iris/infer", json=v2(), headers={"x-request-id": i}, timeout=30)
+            assert r.status_code == 200
+        assert not any(p.is_file() for p in capture.rglob("*"))  # nothing written yet: all of it at the stop
+    _exactly_once(records(read_folder(capture)), ids)
+
+
+def test_ten_percent_sampling_within_binomial_bounds(store: str, tmp_path: Path) -> None:
+    """2,000 requests at 10 %: the count is within 5 standard deviations (about 1 in 3.5 million to fail)."""
+    service = Service(registry(store, tmp_path))
+    capture = Capture(open_sink(str(tmp_path / "capture")), percent=10, flush_seconds=3600, buffer_mb=64)
+    service.observers.append(capture)
+    n, body = 2000, httpx.Request("POST", "http://t", json=v2()).read()
+    for _ in range(n):
+        assert service.handle(Request("POST", "/v2/models/iris/infer", body=body)).status == 200
+    assert capture.flush() == len(records(read_folder(tmp_path / "capture")))
+    captured = capture.written["iris"]
+    mean, sd = n * 0.1, (n * 0.1 * 0.9) ** 0.5
+    assert mean - 5 * sd <= captured <= mean + 5 * sd, captured
+
+
+def test_sticky_key_samples_deterministically() -> None:
+    keys = [f"client-{i}" for i in range(5000)]
+    first = [sampled(10, k) for k in keys]
+    assert first == [sampled(10, k) for k in keys]  # the same client is always in, or always out
+    assert 5000 * 0.1 - 5 * 21.3 <= sum(first) <= 5000 * 0.1 + 5 * 21.3
+
+
+@pytest.mark.parametrize("failure", ["sink", "overflow"])
+def test_capture_never_changes_a_response(store: str, tmp_path: Path, aws: Any, failure: str) -> None:
+    """A sink that refuses every write (a bucket that does not exist, on a real S3 server) or a buffer too small to
+    hold anything: every answer is the one served without capture, and the losses are counted."""
+    plain = create_app(registry(store, tmp_path))
+    if failure == "sink":
+        settings: dict[str, Any] = {"capture": f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/capture"}
+    else:
+        settings = {"capture": str(tmp_path / "capture"), "capture_buffer_mb": 1e-5, "capture_flush_seconds": 3600}
+    captured = create_app(registry(store, tmp_path, **settings))
+    assert isinstance(captured, ServerApp) and captured.capture is not None
+    ids = [str(i) for i in range(40)]
+    want = asyncio.run(_send(plain, ids, rows=3))
+    got = asyncio.run(_send(captured, ids, rows=3))
+    captured.close()
+    assert [(a.status_code, a.content) for a in got] == [(a.status_code, a.content) for a in want]
+    assert all(a.status_code == 200 for a in got)
+    dropped, written = captured.capture.dropped, captured.capture.written["iris"]
+    assert dropped[failure] > 0 and written + sum(dropped.values()) == len(ids), (dropped, written)
+    if failure == "sink":
+        assert written == 0
