@@ -38,6 +38,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/cfn-lint template.yaml infra/model-function.yaml infra/sagemaker/endpoint.yaml
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet torch==2.13.0

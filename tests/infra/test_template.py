@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,15 @@ def cfn_lint(*templates: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[
 def test_cfn_lint_reports_nothing() -> None:
     p = cfn_lint(TEMPLATE, MODEL_TEMPLATE)
     assert (p.returncode, p.stdout.strip()) == (0, ""), p.stdout + p.stderr
+
+
+def test_samconfig_deploys_nested_applications_with_their_capabilities() -> None:
+    """Without CAPABILITY_AUTO_EXPAND, CloudFormation refuses a template with nested applications."""
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    capabilities = config["default"]["deploy"]["parameters"]["capabilities"].split()
+    assert sorted(capabilities) == ["CAPABILITY_AUTO_EXPAND", "CAPABILITY_IAM"]
+    assert config["default"]["validate"]["parameters"]["lint"] is True
+    assert any(r["Type"] == "AWS::Serverless::Application" for r in parse(TEMPLATE)["Resources"].values())
 
 
 def test_each_template_translates_as_deployed_and_a_model_is_one_short_block() -> None:
