@@ -125,9 +125,9 @@ def test_batch_sizes_broken_out_are_bounded() -> None:
     for rows in range(1, MAX_BATCH_SIZES + 50):
         stats.succeeded(rows, 1000, 400, None)
     assert len(stats.batches) == MAX_BATCH_SIZES
-    assert stats.execution_count == MAX_BATCH_SIZES + 49
-    assert stats.compute.compute_infer.count == MAX_BATCH_SIZES + 49
-    assert stats.compute.compute_input.ns == 600 * (MAX_BATCH_SIZES + 49)
+    assert stats.compute.count == MAX_BATCH_SIZES + 49
+    assert stats.compute.input_ns == 600 * (MAX_BATCH_SIZES + 49)
+    assert sum(b.count for b in stats.batches.values()) == MAX_BATCH_SIZES
 
 
 @pytest.mark.parametrize(

@@ -35,34 +35,31 @@ MAX_BATCH_SIZES = 256
 NS = 1_000_000_000
 
 
-@dataclass(slots=True)
-class Duration:
+def _duration(count: int, ns: int) -> dict[str, int]:
     """Triton's StatisticDuration: how many, and their cumulative nanoseconds."""
+    return {"count": count, "ns": ns}
+
+
+@dataclass(slots=True)
+class Compute:
+    """Model runs (Triton's InferBatchStatistics for one batch size): how many, the nanoseconds around the model
+    (compute_input) and in it (compute_infer); compute_output holds no time of its own. Plain integers: the
+    observer runs on every request."""
 
     count: int = 0
-    ns: int = 0
+    input_ns: int = 0
+    infer_ns: int = 0
 
-    def add(self, ns: int) -> None:
+    def add(self, input_ns: int, infer_ns: int) -> None:
         self.count += 1
-        self.ns += ns
-
-    def as_json(self) -> dict[str, int]:
-        return {"count": self.count, "ns": self.ns}
-
-
-@dataclass(slots=True)
-class BatchStats:
-    """One batch size's compute durations (Triton's InferBatchStatistics)."""
-
-    compute_input: Duration = field(default_factory=Duration)
-    compute_infer: Duration = field(default_factory=Duration)
-    compute_output: Duration = field(default_factory=Duration)
+        self.input_ns += input_ns
+        self.infer_ns += infer_ns
 
     def as_json(self) -> dict[str, dict[str, int]]:
         return {
-            "compute_input": self.compute_input.as_json(),
-            "compute_infer": self.compute_infer.as_json(),
-            "compute_output": self.compute_output.as_json(),
+            "compute_input": _duration(self.count, self.input_ns),
+            "compute_infer": _duration(self.count, self.infer_ns),
+            "compute_output": _duration(self.count, 0),
         }
 
 
@@ -72,51 +69,56 @@ class VersionStats:
     """Milliseconds since the epoch of the last successful inference (0: none yet), as Triton reports it."""
     inference_count: int = 0
     """Rows inferred (a request of N rows counts N, as Triton counts a batch's size)."""
-    execution_count: int = 0
-    """Model runs (a response-cache hit runs none)."""
-    success: Duration = field(default_factory=Duration)
-    fail: Duration = field(default_factory=Duration)
-    queue: Duration = field(default_factory=Duration)
-    compute: BatchStats = field(default_factory=BatchStats)
-    """compute_input, compute_infer and compute_output over every batch size."""
-    cache_hit: Duration = field(default_factory=Duration)
-    cache_miss: Duration = field(default_factory=Duration)
-    batches: dict[int, BatchStats] = field(default_factory=dict)
+    success_count: int = 0
+    success_ns: int = 0
+    fail_count: int = 0
+    fail_ns: int = 0
+    cache_hit_count: int = 0
+    cache_hit_ns: int = 0
+    cache_miss_count: int = 0
+    compute: Compute = field(default_factory=Compute)
+    """Every model run (execution_count is its count: a response-cache hit runs none)."""
+    batches: dict[int, Compute] = field(default_factory=dict)
 
     def succeeded(self, rows: int, ns: int, infer_ns: int, cache: str | None) -> None:
         self.last_inference = time.time_ns() // 1_000_000
         self.inference_count += rows
-        self.success.add(ns)
+        self.success_count += 1
+        self.success_ns += ns
         if cache == "hit":
-            self.cache_hit.add(ns)
+            self.cache_hit_count += 1
+            self.cache_hit_ns += ns
             return
         if cache == "miss":
-            self.cache_miss.add(0)
-        self.execution_count += 1
-        rest = max(ns - infer_ns, 0)
+            self.cache_miss_count += 1
+        rest = ns - infer_ns if ns > infer_ns else 0
+        self.compute.add(rest, infer_ns)
         batch = self.batches.get(rows)
-        if batch is None and len(self.batches) < MAX_BATCH_SIZES:
-            batch = self.batches[rows] = BatchStats()
-        for step in (self.compute, batch) if batch is not None else (self.compute,):
-            step.compute_input.add(rest)
-            step.compute_infer.add(infer_ns)
-            step.compute_output.add(0)
-        self.queue.add(0)
+        if batch is None:
+            if len(self.batches) >= MAX_BATCH_SIZES:
+                return
+            batch = self.batches[rows] = Compute()
+        batch.add(rest, infer_ns)
+
+    def failed(self, ns: int) -> None:
+        self.fail_count += 1
+        self.fail_ns += ns
 
     def as_json(self, name: str, version: int) -> dict[str, Any]:
+        runs = self.compute.count
         return {
             "name": name,
             "version": str(version),
             "last_inference": self.last_inference,
             "inference_count": self.inference_count,
-            "execution_count": self.execution_count,
+            "execution_count": runs,
             "inference_stats": {
-                "success": self.success.as_json(),
-                "fail": self.fail.as_json(),
-                "queue": self.queue.as_json(),
+                "success": _duration(self.success_count, self.success_ns),
+                "fail": _duration(self.fail_count, self.fail_ns),
+                "queue": _duration(runs, 0),
                 **self.compute.as_json(),
-                "cache_hit": self.cache_hit.as_json(),
-                "cache_miss": self.cache_miss.as_json(),
+                "cache_hit": _duration(self.cache_hit_count, self.cache_hit_ns),
+                "cache_miss": _duration(self.cache_miss_count, 0),
             },
             "batch_stats": [{"batch_size": size, **b.as_json()} for size, b in sorted(self.batches.items())],
             "memory_usage": [],
@@ -151,8 +153,7 @@ class InferenceStatistics:
     def _success(self, name: str, version: int, record: InferenceRecord, cache: str | None, seconds: float) -> None:
         rows = rows_of(record.inputs)
         with self._lock:
-            stats = self._stats.setdefault((name, version), VersionStats())
-            stats.succeeded(rows, int(seconds * NS), int(record.predict_seconds * NS), cache)
+            self._version(name, version).succeeded(rows, int(seconds * NS), int(record.predict_seconds * NS), cache)
 
     def _failure(self, request: Request, route: Route, seconds: float) -> None:
         """On the version the request would have run, found without I/O (a failure never waits on the store)."""
@@ -167,7 +168,14 @@ class InferenceStatistics:
         if model is None:
             return
         with self._lock:
-            self._stats.setdefault((model.name, model.version), VersionStats()).fail.add(int(seconds * NS))
+            self._version(model.name, model.version).failed(int(seconds * NS))
+
+    def _version(self, name: str, version: int) -> VersionStats:
+        """The version's counters, made on its first request (under the lock)."""
+        stats = self._stats.get((name, version))
+        if stats is None:
+            stats = self._stats[(name, version)] = VersionStats()
+        return stats
 
     def model_stats(self, name: str, version: int) -> dict[str, Any]:
         """Triton's model_stats entry of one version (zeros when it has not been asked anything yet)."""
