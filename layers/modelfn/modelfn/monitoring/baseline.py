@@ -90,7 +90,8 @@ class Baseline(BaseModel):
     features: list[FeatureBaseline]
 
     def feature(self, name: str) -> FeatureBaseline:
-        return next(f for f in self.features if f.name == name)
+        """The statistics of the feature of this name (KeyError if it has none)."""
+        return {f.name: f for f in self.features}[name]
 
 
 def short(x: float) -> str:
