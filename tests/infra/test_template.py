@@ -20,7 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from modelfn_tools.embedded import EmbeddedAWS
 from modelfn_tools.invoke_nested import flatten
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
@@ -724,6 +726,21 @@ def test_drift_function_runs_the_layers_check_on_a_schedule_with_its_parameters(
     ]
     assert invoke["FunctionName"] == {"Ref": "DriftFunctionAliaslive"}
     assert invoke["SourceArn"] == {"Fn::GetAtt": [ref_id(rule_id(res)), "Arn"]}
+
+
+def test_drift_function_runs_under_modelfn_invoke_with_the_templates_settings(aws: EmbeddedAWS) -> None:
+    """template.yaml's handler, layer and environment (env.json for the buckets) reach the layer's drift check: each
+    model of MODELFN_DRIFT_MODELS is checked (none is published in these empty buckets, which it reports)."""
+    for bucket in ("modelfn-models", "modelfn-results"):
+        boto3.client("s3").create_bucket(Bucket=bucket)
+    cmd = [sys.executable, "-m", "modelfn_tools.cli", "invoke", "DriftFunction", "--env-vars", "env.json"]
+    cmd += ["--event", "events/drift/schedule.json"]
+    env = dict(os.environ, POWERTOOLS_METRICS_DISABLED="true")
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads(p.stdout)
+    assert summary["threshold"] == 0.2 and [m["model"] for m in summary["models"]] == list(MODELS)
+    assert {m["status"] for m in summary["models"]} <= {"error", "no data"} and summary["drifted"] == []
 
 
 def rule_id(res: dict[str, Any]) -> dict[str, str]:

@@ -11,7 +11,8 @@ What is taken from the template (SAM `Globals.Function` merged in: maps merged w
 concatenated Globals first, scalars from the function):
 - `Handler` "app.http_handler" -> module `app`, attribute `http_handler` ("pkg/mod.fn" -> module `pkg.mod`).
 - `CodeUri` (or `Code` for AWS::Lambda::Function) relative to the template's folder; becomes the cwd and the first
-  entry of PYTHONPATH, as /var/task is on Lambda.
+  entry of PYTHONPATH, as /var/task is on Lambda. `InlineCode` is written to `index.py` in a folder of its own
+  (under the temporary directory, one per content), as Lambda does.
 - `Layers`: a `!Ref` to an AWS::Serverless::LayerVersion (`ContentUri`) or AWS::Lambda::LayerVersion (`Content`)
   of the same template adds that folder to PYTHONPATH (its `python/` subfolder instead when it has one, which is
   where a built layer keeps its packages). Layers given as ARNs (or parameters, or other intrinsics) are skipped
@@ -55,6 +56,7 @@ PYTHONPATH is replaced: CodeUri, layers, site-packages.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -505,8 +507,8 @@ def _code_folder(props: dict[str, Any], serverless: bool, template_dir: Path, li
             f"`sam local invoke {lid}` (or the image itself) instead; modelfn invoke runs zip-packaged Python "
             "functions (Handler + CodeUri) only"
         )
-    if serverless and code is None and "InlineCode" in props:
-        raise InvokeError(f"{lid}: InlineCode is not supported by modelfn invoke; put the code in a CodeUri folder")
+    if serverless and code is None and isinstance(props.get("InlineCode"), str):
+        return _inline_folder(props["InlineCode"])
     if code is None:
         code = "."
     if not isinstance(code, str) or code.startswith("s3://"):
@@ -515,6 +517,17 @@ def _code_folder(props: dict[str, Any], serverless: bool, template_dir: Path, li
     if not code_uri.is_dir():
         raise InvokeError(f"{lid}: CodeUri {code} is not a folder ({code_uri})")
     return code_uri
+
+
+def _inline_folder(code: str) -> Path:
+    """A folder holding `code` as index.py, the file Lambda makes of a Python function's InlineCode."""
+    folder = Path(tempfile.gettempdir()) / "modelfn-invoke-inline" / hashlib.sha256(code.encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(code)
+    os.replace(tmp, folder / "index.py")  # whole, even with invokes running side by side
+    return folder
 
 
 def _runtime(props: dict[str, Any], resolver: _Resolver, lid: str, notes: list[str]) -> str:
