@@ -6,6 +6,7 @@ observers. Answers are compared with onnxruntime's own on the published files.""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -39,6 +40,7 @@ from modelfn.http import create_app
 from modelfn.service.dispatch import Service
 from modelfn.service.request import Request, Response
 
+ROOT = Path(__file__).resolve().parents[2]
 RPC = "/inference.GRPCInferenceService/"
 X = np.random.default_rng(3).normal(size=(3, 4)).astype(np.float32)
 N = np.array([1, -7, 2**40], dtype=np.int64)
@@ -523,3 +525,27 @@ def test_container_serves_grpc_and_stops_on_sigterm(models: Models, tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_readme_triton_grpc_snippet_runs_against_make_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's Triton gRPC snippet, as written there but for the host, port and model name, against
+    `modelfn dev` (what `make demo` runs), whose answer is onnxruntime's on the example iris model."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"<!-- snippet: triton-grpc -->\n```python\n(.*?)```", readme, re.DOTALL)
+    assert found is not None
+    port, grpc_port = free_port(), free_port()
+    argv = [sys.executable, "-m", "modelfn_tools.cli", "dev", "--port", str(port), "--grpc-port", str(grpc_port)]
+    with (tmp_path / "dev.log").open("w") as log:
+        proc = subprocess.Popen([*argv, "--workdir", str(tmp_path)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/models/iris/ready", timeout=180, proc=proc)
+        code = found.group(1).replace("localhost:8001", f"127.0.0.1:{grpc_port}").replace("my_model", "iris")
+        namespace: dict[str, Any] = {"__name__": "snippet_triton_grpc"}
+        exec(compile(code, "README.md snippet triton-grpc", "exec"), namespace)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    session = ort.InferenceSession(str(tmp_path / "examples" / "iris.onnx"), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(["probabilities"], {"float_input": np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)})
+    np.testing.assert_allclose(namespace["result"].as_numpy("probabilities"), expected, rtol=1e-5, atol=1e-6)
+    assert capsys.readouterr().out.strip().startswith("[[")

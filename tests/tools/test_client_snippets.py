@@ -21,7 +21,7 @@ from modelfn_tools.localserver import free_port, wait_http
 ROOT = Path(__file__).resolve().parents[2]
 ROW = [5.1, 3.5, 1.4, 0.2]
 SNIPPET = re.compile(r"<!-- snippet: ([\w-]+) -->\n```python\n(.*?)```", re.DOTALL)
-EXPECTED = {"triton-http", "tfserving-rest", "torchserve", "fastapi-predict"}
+EXPECTED = {"triton-http", "triton-grpc", "tfserving-rest", "torchserve", "fastapi-predict"}  # grpc: test_grpc.py
 
 
 def readme_snippets() -> dict[str, str]:

@@ -133,7 +133,25 @@ def tour(base: str) -> list[str]:
     return t.failures
 
 
-def run_dev(host: str, port: int, s3_port: int, once: bool, workdir: str | None) -> int:
+def _start_grpc(service: Any, host: str, port: int) -> Any:
+    """The Open Inference Protocol over gRPC beside HTTP (Triton's clients use 8001); a port in use is a warning,
+    not a failure: the demo goes on over HTTP. None when off (port 0) or not started."""
+    if not port:
+        return None
+    from modelfn.adapters.grpc.server import GrpcThread
+
+    server = GrpcThread(service, host, port)
+    try:
+        server.start()
+    except RuntimeError as e:
+        server.stop(0)
+        print(f"warning: {e}: no gRPC (pass --grpc-port)", file=sys.stderr)
+        return None
+    print(f"gRPC (Open Inference Protocol) on {host}:{port}")
+    return server
+
+
+def run_dev(host: str, port: int, s3_port: int, once: bool, workdir: str | None, grpc_port: int = 0) -> int:
     import boto3
     import uvicorn
 
@@ -167,6 +185,7 @@ def run_dev(host: str, port: int, s3_port: int, once: bool, workdir: str | None)
         except ServeError as e:
             print(f"warning: function hooks not loaded: {e}", file=sys.stderr)
     app = create_app(registry, hooks=hooks)
+    grpc = _start_grpc(app.service, host, grpc_port)  # before HTTP: its first answer means both listen
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -197,6 +216,8 @@ def run_dev(host: str, port: int, s3_port: int, once: bool, workdir: str | None)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        if grpc is not None:
+            grpc.stop(0)
         aws.stop()
         tmp.cleanup()
     return 1 if failures else 0
