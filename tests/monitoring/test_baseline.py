@@ -76,7 +76,7 @@ def test_every_format_gives_the_same_baseline(tmp_path: Path) -> None:
 def test_strings_get_category_frequencies_and_nulls(tmp_path: Path) -> None:
     d = mixed_data(1000, 1)
     city = d["city"].tolist()
-    city[3] = None
+    city[3], city[4] = None, ""  # a null, and an empty string: both missing
     table = pa.table({"id": [str(i) for i in range(1000)], "city": city, "age": d["age"], "income": d["income"][:, 0]})
     pq.write_table(table, tmp_path / "mixed.parquet")
     store = str(tmp_path / "store")
@@ -89,8 +89,8 @@ def test_strings_get_category_frequencies_and_nulls(tmp_path: Path) -> None:
     ]
     assert manifest["features"] is None  # inputs of their own names: nothing to record
     city_stats = baseline.feature("city")
-    assert city_stats.nulls == 1 and city_stats.count == 999 and city_stats.categories is not None
-    expected = {c: city.count(c) for c in set(city) if c is not None}
+    assert city_stats.nulls == 2 and city_stats.count == 998 and city_stats.categories is not None
+    expected = {c: city.count(c) for c in set(city) if c}
     assert city_stats.categories.counts == dict(sorted(expected.items(), key=lambda kv: (-kv[1], kv[0])))
     assert city_stats.categories.other == 0
 

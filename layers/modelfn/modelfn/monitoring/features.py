@@ -75,8 +75,9 @@ def numbers(values: Sequence[Any]) -> np.ndarray:
 
 
 def categories(values: Sequence[Any]) -> list[str | None]:
-    """Category values as text (booleans as true/false, as JSON writes them); a null stays None."""
-    return [None if v is None else _text(v) for v in values]
+    """Category values as text (booleans as true/false, as JSON writes them); a null, or an empty string (what an
+    empty CSV field reads as), is None: missing, in the baseline and in captured requests alike."""
+    return [None if v is None or v == "" else _text(v) for v in values]
 
 
 def _text(value: Any) -> str:
