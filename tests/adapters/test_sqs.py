@@ -499,7 +499,9 @@ def test_every_failed_message_is_logged_once_with_its_reason(
         assert line["levelno"] == logging.WARNING and line["status"] == 400
         assert (line["model"], line["version"]) == ("iris", 1)
         assert expected in line["reason"], (expected, line["reason"])
-        assert line["message"] == f"SQS message {record['messageId']} failed (model iris version 1): {line['reason']}"
+        assert json.loads(line["message"]) == {
+            k: line[k] for k in ("event", "model", "version", "reason", "messageId", "status")
+        }
 
     # a version that cannot be served: the reason names it, and no version is claimed
     caplog.clear()

@@ -9,7 +9,6 @@ and decoded as it is."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
@@ -19,15 +18,15 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from modelfn import jsonio
-from modelfn.errors import InvalidInput, ModelfnError, ModelNotFound, PayloadTooLarge
+from modelfn.errors import InvalidInput, ModelNotFound, PayloadTooLarge
 from modelfn.model.loaded import LoadedModel
 from modelfn.protocols.sniff import protocol_of
 from modelfn.service.dataplane import DataPlane
 from modelfn.service.request import Request, Response
 from modelfn.settings import Settings
 from modelfn.store import ObjectStore, open_store
+from modelfn.telemetry.failures import log_failure, reason_of
 
-log = logging.getLogger("modelfn")
 SQS_ROUTE = "sqs"
 """The `route` of an answered SQS message, for observers (capture records, statistics)."""
 Observe = Callable[[Request, Response, float], Response]
@@ -131,18 +130,6 @@ def respond(plane: DataPlane, model: LoadedModel, request: Any) -> Response:
     return answer
 
 
-def log_failure(model: str, version: int | None, message_id: str, error: BaseException) -> None:
-    """One line per failed message; its fields also go as `extra`, which JSON log formats (Lambda's) emit."""
-    reason = error.message if isinstance(error, ModelfnError) else f"{type(error).__name__}: {error}"
-    status = error.status if isinstance(error, ModelfnError) else 500
-    fields: dict[str, Any] = {"model": model, "messageId": message_id, "reason": reason, "status": status}
-    if version is not None:
-        fields["version"] = version
-    level = logging.ERROR if status >= 500 else logging.WARNING
-    served = f"{model} version {version}" if version is not None else model
-    log.log(level, "SQS message %s failed (model %s): %s", message_id, served, reason, extra=fields)
-
-
 class SqsHandler:
     def __init__(
         self,
@@ -173,7 +160,8 @@ class SqsHandler:
             key = f"{self.name}/{record.message_id}.json"
             self.results().write_bytes(key, answer.body)
         except Exception as e:
-            log_failure(self.name, version, record.message_id, e)
+            reason, status = reason_of(e)
+            log_failure("sqs_message_failed", self.name, version, reason, messageId=record.message_id, status=status)
             raise
         if self.observe is not None:  # capture and statistics see SQS answers as they see HTTP ones
             self.observe(Request("POST", SQS_ROUTE, headers={"x-request-id": record.message_id}), answer, started)

@@ -28,6 +28,7 @@ from modelfn.service.request import Request, Response
 from modelfn.service.traffic import TrafficRouter
 from modelfn.settings import Settings
 from modelfn.telemetry import names
+from modelfn.telemetry.observers import ResponseObserver
 from modelfn.telemetry.sources import Sample
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def sampled(percent: float, key: str | None) -> bool:
     return random.random() * 100 < percent
 
 
-class Capture:
+class Capture(ResponseObserver):
     def __init__(
         self,
         sink: Sink,
@@ -86,7 +87,6 @@ class Capture:
         """Records written, by model."""
         self.failed = 0
         """Records a sink did not write."""
-        self._last: Response | None = None
         self._flushing = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -114,13 +114,10 @@ class Capture:
         return capture
 
     # ---- the response path -------------------------------------------------------------------------------
-    def __call__(self, request: Request, response: Response, seconds: float) -> None:
+    def observe(self, request: Request, response: Response, seconds: float) -> None:
         record = response.record
         if record is None or response.model is None or response.version is None:
             return
-        if response is self._last:  # one response observed twice (SageMaker /invocations running a route)
-            return
-        self._last = response
         header = self.sticky(response.model) if self.sticky is not None else None
         if not sampled(self.percent, request.headers.get(header) if header else None):
             return

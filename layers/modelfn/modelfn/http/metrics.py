@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from modelfn.service.request import Request, Response
 from modelfn.telemetry import names
 from modelfn.telemetry.names import MetricSpec
+from modelfn.telemetry.observers import Attribution, ResponseObserver
 from modelfn.telemetry.sources import Sample, Source, from_snapshot, shadow_samples
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def _family(group: list[Sample]) -> Metric:
     return family
 
 
-class PrometheusMetrics:
+class PrometheusMetrics(ResponseObserver):
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = _counter(names.REQUESTS, self.registry)
@@ -84,12 +85,13 @@ class PrometheusMetrics:
         self.registry.register(_Sources(self.sources))
         self._loads: set[tuple[str, int, int]] = set()
         self._model_registry: ModelRegistry | None = None
-        self._last: Response | None = None
+        self._attribute: Attribution | None = None
 
     def attach(self, service: Service) -> PrometheusMetrics:
         """Observe the service's requests, its response cache, shadow comparisons and models' load times."""
         service.observers.append(self)
         self._model_registry = service.registry
+        self._attribute = Attribution(service.table, service.plane)
         cache = service.plane.cache
         if cache is not None:
             self.sources.append(from_snapshot(cache.snapshot, CACHE_KEYS))
@@ -97,13 +99,12 @@ class PrometheusMetrics:
         self.sources.append(lambda: shadow_samples(shadows.snapshot()))
         return self
 
-    def __call__(self, request: Request, response: Response, seconds: float) -> None:
-        """A Service observer: counts and times what the service answered."""
-        if response is self._last:  # one response observed twice (SageMaker /invocations running a route)
-            return
-        self._last = response
-        model = response.model or ""
-        version = str(response.version) if response.version is not None else ""
+    def observe(self, request: Request, response: Response, seconds: float) -> None:
+        """A Service observer: counts and times what the service answered; a failed inference is labelled with the
+        served version it would have run when that is known without I/O."""
+        model, number = self._attribute(request, response) if self._attribute else (response.model, response.version)
+        model = model or ""
+        version = str(number) if number is not None else ""
         route = response.route or names.UNMATCHED
         status = names.status_class(response.status)
         self.requests.labels(model, version, route, status).inc()

@@ -10,6 +10,7 @@ from typing import Any
 
 from modelfn import jsonio
 from modelfn.model.loaded import LoadedModel
+from modelfn.telemetry.failures import log_failure
 
 log = logging.getLogger("modelfn")
 LOGGED_ROWS = 100
@@ -22,8 +23,9 @@ class FailureLog:
         self.count = 0
 
     def add(self, errors: Sequence[dict[str, Any]]) -> None:
+        f = self.fields
         for e in errors[: max(self.limit - self.count, 0)]:
-            self._line({"event": "row_not_scored", **self.fields, "row": e["row"], "reason": e["error"]})
+            log_failure("row_not_scored", f["model"], f["version"], e["error"], input=f["input"], row=e["row"])
         self.count += len(errors)
 
     def close(self) -> None:

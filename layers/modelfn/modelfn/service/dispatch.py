@@ -26,6 +26,7 @@ from modelfn.service.runner import Runner, in_thread
 from modelfn.service.stats import InferenceStatistics
 from modelfn.service.traffic import Shadows, traffic_report
 from modelfn.store.layout import check_name
+from modelfn.telemetry.failures import FailedRequests
 
 log = logging.getLogger("modelfn")
 
@@ -64,6 +65,7 @@ class Service:
         self.actions: dict[str, Action] = {**self._builtin(), **{k: make(self) for k, make in (actions or {}).items()}}
         self.observers: list[Observer] = []
         self.observers.append(InferenceStatistics(self.table, self.plane))
+        self.observers.append(FailedRequests(self.table, self.plane))  # one structured log line per failure
         missing = {r.action for r in routes if r.codec is None} - set(self.actions)
         if missing:
             raise ValueError(f"routes without an action: {sorted(missing)}")
