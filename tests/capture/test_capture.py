@@ -5,7 +5,11 @@ percentage (and the sticky header); a failing sink or a full buffer never change
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,7 +17,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from modelfn_tools.localserver import serve_process
+from modelfn_tools.localserver import free_port, serve_process, wait_http
 
 from modelfn.capture import Capture
 from modelfn.capture.observer import sampled
@@ -146,3 +150,31 @@ def test_capture_never_changes_a_response(store: str, tmp_path: Path, aws: Any, 
     assert dropped[failure] > 0 and written + sum(dropped.values()) == len(ids), (dropped, written)
     if failure == "sink":
         assert written == 0
+
+
+def test_container_flushes_on_sigterm(store: str, tmp_path: Path) -> None:
+    """The container's entrypoint (uvicorn, SageMaker's contract): SIGTERM writes every record, /invocations'
+    explicit route included once (it reports one response twice to the observers)."""
+    capture, port = tmp_path / "capture", free_port()
+    env = {
+        **os.environ,
+        "MODELFN_STORE": store,
+        "MODELFN_CACHE_DIR": str(tmp_path / "cache"),
+        "MODELFN_HOST": "127.0.0.1",
+        "MODELFN_PORT": str(port),
+        "MODELFN_CAPTURE": str(capture),
+        "MODELFN_CAPTURE_FLUSH_SECONDS": "3600",
+    }
+    ids = [uuid.uuid4().hex for _ in range(30)]
+    with (tmp_path / "container.log").open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "modelfn.container"], env=env, stdout=out, stderr=out)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/ping", proc=proc)
+        for i in ids:
+            headers = {"x-request-id": i, "x-modelfn-path": "POST /v2/models/iris/infer"}
+            assert httpx.post(f"{base}/invocations", json=v2(), headers=headers, timeout=30).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    _exactly_once(records(read_folder(capture)), ids)
