@@ -118,6 +118,9 @@ def test_malformed_traffic_is_not_merged_into_but_can_be_replaced(
     assert rc == 2
     assert "is not a valid traffic.json: split.stable" in str(err)
     assert "--clear" in str(err)
+    assert main(["label", *base, "--delete", "canary"]) == 2  # it cannot tell whether the traffic uses the label
+    assert "is not a valid traffic.json" in capsys.readouterr().err
+    assert repo.labels("iris") == {"stable": 1, "canary": 2}
     rc, _shown = _traffic(capsys, *base, "--clear", "--sticky", "x-user-id")
     assert rc == 0
     assert repo.traffic("iris") == make_traffic({"sticky": "x-user-id"})
