@@ -35,6 +35,7 @@ from protocols.string_models import CITIES, TEXTS, StringModels, as_text, city_r
 from tritonclient.utils import InferenceServerException
 
 from modelfn.adapters.grpc import oip_pb2 as pb
+from modelfn.adapters.grpc import tfs_pb2 as tfs
 from modelfn.adapters.grpc.server import GrpcThread
 from modelfn.http import create_app
 from modelfn.service.dispatch import Service
@@ -42,6 +43,7 @@ from modelfn.service.request import Request, Response
 
 ROOT = Path(__file__).resolve().parents[2]
 RPC = "/inference.GRPCInferenceService/"
+TF_PREDICT = "/tensorflow.serving.PredictionService/Predict"
 X = np.random.default_rng(3).normal(size=(3, 4)).astype(np.float32)
 N = np.array([1, -7, 2**40], dtype=np.int64)
 S = np.array([-128, 0, 127], dtype=np.int8)
@@ -181,10 +183,12 @@ def inputs(**arrays: np.ndarray) -> list[grpcclient.InferInput]:
     return made
 
 
-def raw_call(url: str, method: str, request: bytes, metadata: tuple[tuple[str, str], ...] = ()) -> bytes:
+def raw_call(
+    url: str, method: str, request: bytes, metadata: tuple[tuple[str, str], ...] = (), method_path: str = ""
+) -> bytes:
     """One call on a plain channel, bytes in and out: what no generated client would send."""
     with grpc.insecure_channel(url) as channel:
-        answer: bytes = channel.unary_unary(RPC + method)(request, metadata=metadata, timeout=30)
+        answer: bytes = channel.unary_unary(method_path or RPC + method)(request, metadata=metadata, timeout=30)
         return answer
 
 
@@ -334,6 +338,104 @@ def test_typed_contents_are_checked_like_json(served: Served) -> None:
         with pytest.raises(grpc.RpcError) as info:
             raw_call(served.grpc, "ModelInfer", bad.SerializeToString())
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        assert words in info.value.details(), info.value.details()
+
+
+# ---- TF Serving's Predict ----------------------------------------------------------------------------------------
+
+
+def tf_tensor(arr: np.ndarray, dtype: str, **typed: Any) -> tfs.TensorProto:
+    """A TensorProto as TF Serving's clients build it: `tensor_content` unless a typed field is given."""
+    proto = tfs.TensorProto(dtype=tfs.DataType.Value(dtype), **typed)
+    proto.tensor_shape.dim.extend(tfs.TensorShapeProto.Dim(size=d) for d in arr.shape)
+    if not typed:
+        proto.tensor_content = arr.tobytes()
+    return proto
+
+
+def tf_array(proto: tfs.TensorProto) -> np.ndarray:
+    dtypes = {
+        "DT_FLOAT": np.float32,
+        "DT_INT64": np.int64,
+        "DT_INT8": np.int8,
+        "DT_BOOL": np.bool_,
+        "DT_HALF": np.float16,
+    }
+    shape = [d.size for d in proto.tensor_shape.dim]
+    if proto.dtype == tfs.DT_STRING:
+        return np.array([s.decode() for s in proto.string_val], dtype=np.object_).reshape(shape)
+    return np.frombuffer(proto.tensor_content, dtype=dtypes[tfs.DataType.Name(proto.dtype)]).reshape(shape)
+
+
+def predict(url: str, request: tfs.PredictRequest) -> tfs.PredictResponse:
+    answer = raw_call(url, "", request.SerializeToString(), method_path=TF_PREDICT)
+    response: tfs.PredictResponse = tfs.PredictResponse.FromString(answer)
+    return response
+
+
+def mix_predict(**replaced: tfs.TensorProto) -> tfs.PredictRequest:
+    request = tfs.PredictRequest()
+    request.model_spec.name = "mix"
+    request.model_spec.version_label = "stable"
+    inputs = {
+        "x": tf_tensor(X, "DT_FLOAT"),  # tensor_content
+        "n": tf_tensor(N, "DT_INT64", int64_val=N.tolist()),
+        "s": tf_tensor(S, "DT_INT8", int_val=S.tolist()),
+        "b": tf_tensor(B, "DT_BOOL", bool_val=B.tolist()),
+    }
+    for name, tensor in {**inputs, **replaced}.items():
+        request.inputs[name].CopyFrom(tensor)
+    return request
+
+
+def test_tf_serving_predict_equals_onnxruntime(served: Served, models: Models) -> None:
+    answer = predict(served.grpc, mix_predict())
+    assert (answer.model_spec.name, answer.model_spec.version.value) == ("mix", 1)
+    assert answer.model_spec.signature_name == "serving_default"
+    for name, want in models.answer("mix", MIX).items():
+        got = tf_array(answer.outputs[name])
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    half = tfs.PredictRequest()
+    half.model_spec.name = "half"
+    half.model_spec.version.value = 1
+    half.inputs["h"].CopyFrom(tf_tensor(H, "DT_HALF", half_val=H.view(np.uint16).ravel().tolist()))
+    np.testing.assert_array_equal(
+        tf_array(predict(served.grpc, half).outputs["g"]), models.answer("half", {"h": H})["g"]
+    )
+    cities = tfs.PredictRequest()
+    cities.model_spec.name = "cities"
+    rows = np.array([[c] for c in CITIES], dtype=np.object_)
+    cities.inputs["city"].CopyFrom(tf_tensor(rows, "DT_STRING", string_val=[c.encode() for c in CITIES]))
+    cities.output_filter.append("label")
+    answer = predict(served.grpc, cities)
+    assert list(answer.outputs) == ["label"]
+    expected = models.strings.run("cities", {"city": city_rows(CITIES)})
+    assert tf_array(answer.outputs["label"]).tolist() == expected["label"].tolist()
+
+
+def test_tf_serving_predict_errors(served: Served) -> None:
+    wrong_signature = mix_predict()
+    wrong_signature.model_spec.signature_name = "classify"
+    missing = mix_predict()
+    missing.model_spec.name = "missing"
+    broken = mix_predict()
+    broken.model_spec.version.value = 2
+    cases = [
+        (mix_predict(s=tf_tensor(S, "DT_INT8", int_val=[1, 300, 2])), grpc.StatusCode.INVALID_ARGUMENT, "300"),
+        (
+            mix_predict(x=tf_tensor(X, "DT_DOUBLE", double_val=X.ravel().tolist())),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "FP32",
+        ),
+        (wrong_signature, grpc.StatusCode.INVALID_ARGUMENT, "classify"),
+        (missing, grpc.StatusCode.NOT_FOUND, "missing"),
+        (broken, grpc.StatusCode.UNAVAILABLE, "sha256"),
+    ]
+    for request, code, words in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            predict(served.grpc, request)
+        assert info.value.code() == code, info.value.details()
         assert words in info.value.details(), info.value.details()
 
 

@@ -33,7 +33,8 @@ from google.protobuf.message import DecodeError, Message
 
 from modelfn import jsonio
 from modelfn.adapters.grpc import oip_pb2 as pb
-from modelfn.adapters.grpc import translate
+from modelfn.adapters.grpc import tfs_pb2 as tfs
+from modelfn.adapters.grpc import tfserving, translate
 from modelfn.errors import ModelfnError
 from modelfn.service.dispatch import Service
 from modelfn.service.request import Request, Response
@@ -45,6 +46,8 @@ log = logging.getLogger("modelfn")
 
 SERVICE = "inference.GRPCInferenceService"
 """The protocol's service name: its methods are `/inference.GRPCInferenceService/<Rpc>` on the wire."""
+TF_SERVICE = "tensorflow.serving.PredictionService"
+"""TF Serving's, of which `Predict` is served (tfserving.py)."""
 ENVELOPE = 64 * 1024
 """Room for a message's own fields above MODELFN_MAX_BODY_BYTES of tensor data."""
 
@@ -126,7 +129,8 @@ Answer = Callable[[Any, Any], Awaitable[Message]]
 
 
 class InferenceServicer:
-    """The six calls of the protocol that modelfn serves, each one request to the service."""
+    """The six calls of the protocol that modelfn serves, and TF Serving's Predict, each one request to the
+    service."""
 
     def __init__(self, service: Service) -> None:
         self.service = service
@@ -176,7 +180,14 @@ class InferenceServicer:
         response = await self.ok(context, "POST", f"{path}/infer", body, **{translate.LENGTH_HEADER: str(length)})
         return translate.infer_response(response)
 
-    def handlers(self) -> grpc.GenericRpcHandler:
+    async def predict(self, request: tfs.PredictRequest, context: Any) -> tfs.PredictResponse:
+        """TF Serving's Predict: the same v2 request as ModelInfer (tfserving.py)."""
+        path, inputs, outputs = tfserving.predict_request(request, self.service.plane.limits)
+        body, length = translate.v2_body(inputs, outputs, "")
+        response = await self.ok(context, "POST", f"{path}/infer", body, **{translate.LENGTH_HEADER: str(length)})
+        return tfserving.predict_response(translate.infer_response(response))
+
+    def handlers(self) -> tuple[grpc.GenericRpcHandler, ...]:
         rpcs: dict[str, tuple[type[Message], Answer]] = {
             "ServerLive": (pb.ServerLiveRequest, self.server_live),
             "ServerReady": (pb.ServerReadyRequest, self.server_ready),
@@ -185,8 +196,12 @@ class InferenceServicer:
             "ModelMetadata": (pb.ModelMetadataRequest, self.model_metadata),
             "ModelInfer": (pb.ModelInferRequest, self.model_infer),
         }
-        return grpc.method_handlers_generic_handler(
-            SERVICE, {name: grpc.unary_unary_rpc_method_handler(unary(name, *rpc)) for name, rpc in rpcs.items()}
+        predict = unary("Predict", tfs.PredictRequest, self.predict)
+        return (
+            grpc.method_handlers_generic_handler(
+                SERVICE, {name: grpc.unary_unary_rpc_method_handler(unary(name, *rpc)) for name, rpc in rpcs.items()}
+            ),
+            grpc.method_handlers_generic_handler(TF_SERVICE, {"Predict": grpc.unary_unary_rpc_method_handler(predict)}),
         )
 
 
@@ -237,7 +252,7 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),  # a port another server holds is an error, not a shared port
             ],
         )
-        server.add_generic_rpc_handlers((InferenceServicer(self.service).handlers(),))
+        server.add_generic_rpc_handlers(InferenceServicer(self.service).handlers())
         try:
             self.port = server.add_insecure_port(address(self.host, self.port))
         except RuntimeError as e:

@@ -6,7 +6,7 @@ decoder then applies every check a HTTP request gets (names, datatypes, shapes, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,43 +60,65 @@ def parameters(params: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
     return out
 
 
+Content = bytes | np.ndarray
+"""An input's data for the v2 body: bytes in the binary form, or an array of values for its JSON `data`."""
+
+
 def infer_body(req: pb.ModelInferRequest, limits: SizeLimits) -> tuple[bytes, int]:
-    """The v2 binary request body and its JSON header's length. Every output is asked for in binary form, the
-    form of `raw_output_contents`. Typed contents are counted against MODELFN_MAX_ELEMENTS before any array is
-    made of them (raw contents are bytes already, checked by the decoder before it allocates)."""
+    """The v2 binary request body of a ModelInferRequest and its JSON header's length. Typed contents are counted
+    against MODELFN_MAX_ELEMENTS before any array is made of them (raw contents are bytes already, checked by the
+    decoder before it allocates)."""
     raw = req.raw_input_contents
     if raw and len(raw) != len(req.inputs):
         raise InvalidInput(f"raw_input_contents has {len(raw)} entries for {len(req.inputs)} inputs: one per input")
     if not raw:
         limits.check_elements(sum(len(values) for t in req.inputs for _, values in t.contents.ListFields()))
-    inputs: list[dict[str, Any]] = []
-    blobs: list[bytes] = []
+    inputs: list[tuple[str, str, list[int], Content]] = []
     for i, tensor in enumerate(req.inputs):
-        item: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
         if raw and tensor.HasField("contents"):
             raise InvalidInput(f"input {tensor.name!r}: contents given with raw_input_contents; use one or the other")
         content = raw[i] if raw else _typed(tensor)
+        inputs.append((tensor.name, tensor.datatype, list(tensor.shape), content))
+    outputs = [{"name": o.name, "parameters": parameters(o.parameters)} for o in req.outputs]
+    return v2_body(inputs, outputs, req.id)
+
+
+def v2_body(
+    inputs: list[tuple[str, str, list[int], Content]], outputs: list[dict[str, Any]], rid: str
+) -> tuple[bytes, int]:
+    """`<JSON header><tensor bytes>` and the header's length, every output asked for in binary form (the form of
+    `raw_output_contents`); `outputs` empty: all of them."""
+    items: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, datatype, shape, content in inputs:
+        item: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
         if isinstance(content, bytes):
             item["parameters"] = {"binary_data_size": len(content)}
             blobs.append(content)
         else:
             item["data"] = content
-        inputs.append(item)
-    header: dict[str, Any] = {"inputs": inputs, "parameters": {"binary_data_output": True}}
-    if req.outputs:
-        header["outputs"] = [
-            {"name": o.name, "parameters": {**parameters(o.parameters), "binary_data": True}} for o in req.outputs
-        ]
-    if req.id:
-        header["id"] = req.id
+        items.append(item)
+    header: dict[str, Any] = {"inputs": items, "parameters": {"binary_data_output": True}}
+    if outputs:
+        header["outputs"] = [{**o, "parameters": {**o.get("parameters", {}), "binary_data": True}} for o in outputs]
+    if rid:
+        header["id"] = rid
     head = jsonio.dumps(header)
     return b"".join([head, *blobs]), len(head)
 
 
-def _typed(tensor: pb.ModelInferRequest.InferInputTensor) -> bytes | np.ndarray:
-    """An input's typed contents: bytes in the binary form when the field's type is the datatype's own (the values
+def typed_values(datatype: str, values: Sequence[Any], field_dtype: np.dtype[Any]) -> Content:
+    """Values of a typed field: bytes in the binary form when the field's type is the datatype's own (the values
     are then exact as they are), else an array for the JSON `data`, which the decoder range-checks (INT8 values
     travel as int32: 300 is refused there, never wrapped)."""
+    if datatype == "BYTES":
+        return v2.encode_bytes_tensor(np.array(list(values), dtype=np.object_))
+    arr = np.array(values, dtype=field_dtype)
+    return arr.tobytes() if arr.dtype == V2_TO_NUMPY[datatype] else arr
+
+
+def _typed(tensor: pb.ModelInferRequest.InferInputTensor) -> Content:
+    """An input's typed contents, from the field of its datatype."""
     where = f"input {tensor.name!r}"
     given = [field.name for field, _ in tensor.contents.ListFields()]
     typed = TYPED.get(tensor.datatype)
@@ -107,11 +129,7 @@ def _typed(tensor: pb.ModelInferRequest.InferInputTensor) -> bytes | np.ndarray:
     field, dtype = typed
     if any(name != field for name in given):
         raise InvalidInput(f"{where}: {tensor.datatype} values go in contents.{field}, got {', '.join(given)}")
-    values = getattr(tensor.contents, field)
-    if tensor.datatype == "BYTES":
-        return v2.encode_bytes_tensor(np.array(list(values), dtype=np.object_))
-    arr = np.array(values, dtype=dtype)
-    return arr.tobytes() if arr.dtype == V2_TO_NUMPY[tensor.datatype] else arr
+    return typed_values(tensor.datatype, getattr(tensor.contents, field), dtype)
 
 
 def infer_response(response: Response) -> pb.ModelInferResponse:
