@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from fastapi.testclient import TestClient
 from modelfn_tools.publish import publish
 
+from modelfn.adapters.s3 import S3Handler
 from modelfn.adapters.sagemaker import create_container_app
 from modelfn.http import create_app
 from modelfn.registry import ModelRegistry
 from modelfn.service.dispatch import Service
 from modelfn.service.request import Request
 from modelfn.settings import Settings
+from modelfn.store import open_store
 
 BAD = {"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2]}]}
 
@@ -65,3 +69,20 @@ def test_an_invocations_failure_is_logged_once(registry: ModelRegistry, caplog: 
     with TestClient(create_container_app(registry, models=["iris"])) as client:
         assert client.post("/invocations", json=BAD, headers=headers).status_code == 400
     assert len(failures(caplog)) == 1
+
+
+def test_a_file_that_cannot_be_scored_is_one_line(
+    registry: ModelRegistry, aws: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bucket = f"failures-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    boto3.client("s3").put_object(Bucket=bucket, Key="incoming/broken.csv", Body=b"5.1,3.5,1.4,0.2\n")
+    results = open_store(str(tmp_path / "results"))
+    handler = S3Handler(lambda: registry.get("iris"), lambda: results, "iris", "incoming/")
+    event = {"Records": [{"s3": {"bucket": {"name": bucket}, "object": {"key": "incoming/broken.csv"}}}]}
+    caplog.set_level(logging.WARNING, logger="modelfn")
+    (done,) = handler(event, None)["results"]
+    (record,) = [r for r in caplog.records if '"file_not_scored"' in r.getMessage()]
+    line = json.loads(record.getMessage())
+    assert record.levelno == logging.ERROR and line["reason"] == done["error"] and "needs a header" in line["reason"]
+    assert (line["model"], line["version"], line["input"]) == ("iris", 1, f"s3://{bucket}/incoming/broken.csv")

@@ -15,6 +15,7 @@ from modelfn.scoring import ERRORS_SUFFIX, RowScorer, score_object
 from modelfn.scoring.records import RowBuilder
 from modelfn.store import ObjectStore, open_store
 from modelfn.store.s3 import S3Store
+from modelfn.telemetry.failures import log_failure
 
 log = logging.getLogger("modelfn")
 
@@ -53,10 +54,12 @@ class S3Handler:
                 log.warning("skipping s3://%s/%s: not an input of this function (prefix %r)", bucket, key, self.prefix)
                 done.append({"input": f"s3://{bucket}/{key}", "skipped": True})
                 continue
+            model = self.model()
             try:
-                stats = score_object(self.model(), open_store(f"s3://{bucket}"), key, self.results(), dest_key)
+                stats = score_object(model, open_store(f"s3://{bucket}"), key, self.results(), dest_key)
             except InvalidInput as e:  # the file as a whole cannot be scored: retrying will not help
-                log.error("s3://%s/%s: %s", bucket, key, e.message)
+                where = f"s3://{bucket}/{key}"
+                log_failure("file_not_scored", model.name, model.version, e.message, logging.ERROR, input=where)
                 done.append({"input": f"s3://{bucket}/{key}", "error": e.message})
                 continue
             done.append(stats.summary())

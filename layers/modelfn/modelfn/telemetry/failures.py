@@ -25,13 +25,17 @@ MAX_REASON = 1000
 """A reason is cut to this many characters (an error message may quote a client's value)."""
 
 
-def log_failure(event: str, model: str | None, version: int | None, reason: str, **fields: Any) -> None:
+def log_failure(
+    event: str, model: str | None, version: int | None, reason: str, level: int | None = None, **fields: Any
+) -> None:
     """The one failure line: `event` names what failed (request_failed, sqs_message_failed, row_not_scored...);
-    `fields` add its identity (route and status, messageId, input and row). ERROR for a 5xx status, else WARNING."""
+    `fields` add its identity (route and status, messageId, input and row). `level`: ERROR for a 5xx status,
+    else WARNING, unless given."""
     doc: dict[str, Any] = {"event": event, "model": model, "version": version, "reason": reason[:MAX_REASON]}
     doc.update(fields)
     doc = {k: v for k, v in doc.items() if v is not None}  # a model or version not known is left out
-    level = logging.ERROR if int(fields.get("status") or 0) >= 500 else logging.WARNING
+    if level is None:
+        level = logging.ERROR if int(fields.get("status") or 0) >= 500 else logging.WARNING
     log.log(level, "%s", jsonio.dumps(doc).decode(), extra=doc)
 
 
