@@ -30,6 +30,7 @@ FIGURES = (
     "auth_cost",
     "response_cache",
     "traffic_cost",
+    "capture_cost",
     "grpc_vs_http",
 )
 EXTERNAL = ("batching",)  # figures other modules provide, run when present
