@@ -1,4 +1,4 @@
-"""`modelfn new` on a fresh clone (the repository's tracked files copied to a temporary folder): the model is
+"""`modelfn new` on a fresh clone (the repository's committed files extracted to a temporary folder): the model is
 published to the store `make demo` uses (moto's server over HTTP here), its function and events are written, its
 block is added to template.yaml (a short diff that cfn-lint finds clean), and `modelfn invoke` answers each new
 event with onnxruntime's predictions. What it refuses, it refuses before changing anything."""
@@ -6,11 +6,12 @@ event with onnxruntime's predictions. What it refuses, it refuses before changin
 from __future__ import annotations
 
 import difflib
+import io
 import json
 import os
-import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +21,20 @@ import onnx
 import onnxruntime as ort
 import pytest
 from modelfn_tools.embedded import EmbeddedAWS
+from modelfn_tools.invoke_nested import flatten
 from onnx import TensorProto, helper
 
-from tests.infra.test_template import cfn_lint
+from tests.infra.test_template import cfn_lint, parse, translate
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "fraud-score"
 
 
 def fresh_clone(dest: Path) -> Path:
-    """The tracked files only, as `git clone` would give them (no venv, no build output, no untracked files)."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for rel in filter(None, listed.decode().split("\0")):
-        src = ROOT / rel
-        if src.is_file():  # a tracked file deleted in the working tree is not copied
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
+    """The committed files only, as `git clone` gives them (no venv, no build output, nothing uncommitted)."""
+    archive = subprocess.run(["git", "archive", "--format=tar", "HEAD"], cwd=ROOT, capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(dest, filter="data")
     return dest
 
 
@@ -63,7 +62,7 @@ def modelfn(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def invoke(repo: Path, function: str, event: str) -> Any:
     p = modelfn(repo, "invoke", function, "--event", event, "--env-vars", "env.json")
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return json.loads(p.stdout)
 
 
@@ -109,8 +108,16 @@ def test_new_model_is_published_scaffolded_deployed_and_invocable(repo: Path, de
     assert "          MODELFN_DRIFT_MODELS: iris,mlp,ranker,fraud-score" in added
     assert len(added) < 40
     assert "  FraudScore:" in added and "        ModelName: fraud-score" in added
+    env = json.loads((repo / "env.json").read_text())  # as the last model's, for `modelfn invoke --env-vars`
+    assert env["FraudScoreHttpFunction"] == env["RankerHttpFunction"]
+    assert env["FraudScoreBatchFunction"] == env["RankerBatchFunction"]
     lint = cfn_lint(repo / "template.yaml", repo / "infra" / "model-function.yaml", cwd=repo)
     assert (lint.returncode, lint.stdout.strip()) == (0, ""), lint.stdout + lint.stderr
+    res = translate(flatten(parse(repo / "template.yaml"), repo, parse))["Resources"]
+    routes = {r["Properties"]["RouteKey"] for r in res.values() if r["Type"] == "AWS::ApiGatewayV2::Route"}
+    assert {"ANY /v2/models/fraud-score/{proxy+}", "POST /v1/models/fraud-score:predict"} <= routes
+    assert res["FraudScoreHttpFunction"]["Properties"]["Environment"]["Variables"]["MODELFN_MODEL"] == NAME
+    assert res["FraudScoreDriftAlarm"]["Properties"]["Dimensions"] == [{"Name": "model", "Value": NAME}]
 
     # the new function answers its own events with the model's predictions
     infer_event = json.loads((repo / "events" / NAME / "http-api-v2-infer.json").read_text())

@@ -8,7 +8,7 @@ template.yaml; the file: an ONNX model onnxruntime loads), then
    and an SQS event), which `modelfn invoke` runs as they are,
 3. adds the model to template.yaml: a copy of the last model's nested application (infra/model-function.yaml)
    with the new name, its S3 notification, a <Model>ModelVersion parameter, and the name in DriftFunction's
-   MODELFN_DRIFT_MODELS.
+   MODELFN_DRIFT_MODELS; and its two functions to env.json (`modelfn invoke --env-vars`), as the last model's.
 """
 
 from __future__ import annotations
@@ -180,12 +180,26 @@ def _block_end(lines: list[str], start: int) -> int:
     return end
 
 
+def _last_model(lines: list[str]) -> tuple[int, str]:
+    """Where the last model's application starts in template.yaml, and its logical id."""
+    last = max(i for i, line in enumerate(lines) if line == LOCATION_LINE)
+    start = max(i for i in range(last) if re.match(r"^  [A-Za-z0-9]+:$", lines[i]))
+    return start, lines[start].strip().rstrip(":")
+
+
+def add_to_env_vars(text: str, prev_lid: str, lid: str) -> str:
+    """env.json with the new functions' entries, as the last model's."""
+    env = json.loads(text)
+    for kind in ("HttpFunction", "BatchFunction"):
+        if f"{prev_lid}{kind}" in env:
+            env[f"{lid}{kind}"] = dict(env[f"{prev_lid}{kind}"])
+    return json.dumps(env, indent=2) + "\n"
+
+
 def add_to_template(text: str, name: str, lid: str) -> str:
     """template.yaml with the model added after the last model (see the module docstring)."""
     lines = text.split("\n")
-    last = max(i for i, line in enumerate(lines) if line == LOCATION_LINE)
-    start = max(i for i in range(last) if re.match(r"^  [A-Za-z0-9]+:$", lines[i]))
-    prev_lid = lines[start].strip().rstrip(":")
+    start, prev_lid = _last_model(lines)
     app = lines[start : _block_end(lines, start)]
     prev_name = next(line.split(": ", 1)[1] for line in app if line.startswith("        ModelName: "))
     block = [f"  {lid}:"]
@@ -224,9 +238,13 @@ def new_model(name: str, model: Path, store: str | None = None, root: Path = Pat
     if not model.is_file():
         raise InvalidInput(f"--model {model} is not a file")
     inputs = inspect(model).inputs  # not ONNX, or not loadable: refused before anything is written
-    template = root / "template.yaml"
-    updated = add_to_template(template.read_text(encoding="utf-8"), name, lid)
+    template, env_vars = root / "template.yaml", root / "env.json"
+    text = template.read_text(encoding="utf-8")
+    updated = add_to_template(text, name, lid)
     parse_template(updated, str(template))
+    env_text = None
+    if env_vars.is_file():
+        env_text = add_to_env_vars(env_vars.read_text(encoding="utf-8"), _last_model(text.split("\n"))[1], lid)
     record = publish(model, store or STORE, name, progress=False)
     function = root / "functions" / name
     function.mkdir(parents=True)
@@ -241,6 +259,9 @@ def new_model(name: str, model: Path, store: str | None = None, root: Path = Pat
         (folder / file).write_text(json.dumps(event, indent=2) + "\n", encoding="utf-8")
         written.append(f"events/{name}/{file}")
     template.write_text(updated, encoding="utf-8")
+    if env_text is not None:
+        env_vars.write_text(env_text, encoding="utf-8")
+        written.append("env.json")
     return {
         "published": record,
         "functions": [f"{lid}HttpFunction", f"{lid}BatchFunction"],
