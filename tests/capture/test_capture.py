@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from modelfn.http import create_app
 from modelfn.http.app import ServerApp
 from modelfn.service.dispatch import Service
 from modelfn.service.request import Request
+from modelfn.store import open_store
+from modelfn.store.traffic import dump_traffic, make_traffic, traffic_key
 
 from .conftest import ROW, read_folder, read_s3, records, registry, v2
 
@@ -178,3 +181,21 @@ def test_container_flushes_on_sigterm(store: str, tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     _exactly_once(records(read_folder(capture)), ids)
+
+
+def test_sampling_follows_the_sticky_header_of_traffic_json(store: str, tmp_path: Path) -> None:
+    """With traffic.json naming a sticky header, a client (its header's value) is always captured or never."""
+    traffic = dump_traffic(make_traffic({"split": {"1": 100}, "sticky": "X-User"}))
+    open_store(store).write_bytes(traffic_key("iris"), traffic)
+    service = Service(registry(store, tmp_path, capture=str(tmp_path / "capture"), capture_percent=50))
+    capture = Capture.install(service)
+    assert capture is not None
+    body = httpx.Request("POST", "http://t", json=v2()).read()
+    for user in range(20):
+        for i in range(5):
+            headers = {"x-user": f"user-{user}", "x-request-id": f"{user}-{i}"}
+            assert service.handle(Request("POST", "/v2/models/iris/infer", headers=headers, body=body)).status == 200
+    capture.flush()
+    per_user = Counter(r["id"].split("-")[0] for r in records(read_folder(tmp_path / "capture")))
+    assert set(per_user.values()) == {5}  # all of a user's requests, or none
+    assert 0 < len(per_user) < 20  # about half the users (all or none: 2 in a million)
