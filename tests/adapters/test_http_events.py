@@ -17,7 +17,6 @@ from urllib.parse import parse_qs, urlencode
 import httpx
 import numpy as np
 import pytest
-from aws_lambda_powertools.metrics.provider import cold_start
 
 from modelfn.function import ModelFunction
 from modelfn.hooks import Hooks
@@ -449,9 +448,7 @@ def test_metrics_are_emitted_as_emf(
     """With POWERTOOLS_METRICS_DISABLED unset (as deployed), each invocation prints EMF lines in the modelfn
     namespace: ColdStart on the first one, HttpLatency on every one."""
     monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED")
-    monkeypatch.setattr(cold_start, "is_cold_start", True)  # this process has served before: be the first again
     fn = ModelFunction(Settings(store=s3_store, model="iris", cache_dir=tmp_path), Hooks(postprocess=add_class_names))
-    fn.obs.metrics.clear_metrics()  # what earlier tests added while metrics were disabled (the metric set is shared)
     capsys.readouterr()
 
     answer = lambda_answer(fn.http_handler(http_v2_event(CASES[0]), lambda_context))

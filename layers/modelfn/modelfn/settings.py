@@ -1,12 +1,18 @@
-"""Runtime configuration: pydantic settings with the MODELFN_ prefix (argument > environment > default)."""
+"""Runtime configuration: MODELFN_ variables (argument > environment > default), validated by pydantic.
+
+A plain pydantic model that reads the environment itself: pydantic-settings did the same with about 100 ms of
+imports on every cold start (its sources for dotenv, secrets directories, Azure, AWS and GCP). What it did that
+modelfn relies on is kept: names are matched case-insensitively, unknown MODELFN_ variables are ignored, a dict
+field takes JSON, and a value that does not validate is an error naming the variable."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 MAX_ELEMENTS = 16_777_216
 """2**24 elements in all a request's tensors: 64 MiB as FP32, 128 MiB as FP64. The default body limit (6 MiB)
@@ -18,10 +24,38 @@ MAX_JSON_DEPTH = 64
 recursion limit (1000) stays far away from every walk over a request's values."""
 
 
-class Settings(BaseSettings):
-    """Everything a function or server reads from its environment. Built on demand, never at import."""
+PREFIX = "MODELFN_"
 
-    model_config = SettingsConfigDict(env_prefix="MODELFN_", extra="ignore", populate_by_name=True)
+
+def _environment() -> dict[str, Any]:
+    """The MODELFN_ variables that name a field, by field name; JSON decoded for dict fields."""
+    found: dict[str, Any] = {}
+    for key, raw in os.environ.items():
+        upper = key.upper()
+        if not upper.startswith(PREFIX):
+            continue
+        name = upper[len(PREFIX) :].lower()
+        info = Settings.model_fields.get(name)
+        if info is None:
+            continue
+        value: Any = raw
+        if info.annotation is not None and "dict" in str(info.annotation):
+            try:
+                value = json.loads(raw)
+            except ValueError as e:
+                raise ValueError(f"{key} must be a JSON object: {e}") from e
+        found[name] = value
+    return found
+
+
+class Settings(BaseModel):
+    """Everything a function or server reads from its environment. Built on demand, never at import: arguments
+    given to the constructor win over MODELFN_ variables, which win over the defaults."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**{**_environment(), **values})
 
     store: str | None = Field(default=None, description="Store URI: s3://bucket/prefix, file:///path or a path")
     model: str | None = Field(default=None, description="The function's own model")

@@ -5,15 +5,13 @@ so an unauthenticated client learns nothing but 401; with neither configured it 
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from functools import cached_property
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from modelfn.batching.batcher import Batcher
 from modelfn.hooks import Hooks
 from modelfn.registry import ModelRegistry
 from modelfn.service import triton
@@ -22,11 +20,14 @@ from modelfn.service.dataplane import DataPlane
 from modelfn.service.limits import RateLimiter
 from modelfn.service.request import Request, Response, error_response, json_response
 from modelfn.service.routes import CORE_ROUTES, Match, Route, RouteTable
-from modelfn.service.runner import Runner, in_thread
 from modelfn.service.stats import InferenceStatistics
 from modelfn.service.traffic import Shadows, traffic_report
 from modelfn.store.layout import check_name
 from modelfn.telemetry.failures import FailedRequests
+
+if TYPE_CHECKING:  # servers only: the Lambda path never imports asyncio or the batcher (cold start)
+    from modelfn.batching.batcher import Batcher
+    from modelfn.service.runner import Runner
 
 log = logging.getLogger("modelfn")
 
@@ -54,7 +55,6 @@ class Service:
         self.default_model = default_model
         self.plane = DataPlane(registry, default_model, hooks)
         self.batcher = batcher
-        self.runner = Runner(self.plane, batcher)
         self.shadows = Shadows(registry)
         self.table = RouteTable(routes)
         self.title = title
@@ -141,7 +141,17 @@ class Service:
             response = error_response(e)
         return self._observed(request, self._tagged(response, match), started)
 
+    @cached_property
+    def runner(self) -> Runner:
+        from modelfn.service.runner import Runner
+
+        return Runner(self.plane, self.batcher)
+
     async def _dispatch_async(self, match: Match, request: Request) -> Response:
+        import asyncio
+
+        from modelfn.service.runner import in_thread
+
         route = match.route
         if route.codec is not None:
             target = self.plane.target(route.codec, match.params, request, cached_only=True)
@@ -160,6 +170,8 @@ class Service:
 
     async def infer_async(self, route: Route, params: Mapping[str, str], request: Request, parsed: Any) -> Response:
         """An inference route run on a body the caller already inflated and parsed (SageMaker /invocations)."""
+        from modelfn.service.runner import in_thread
+
         try:
             assert route.codec is not None
             target = await in_thread(self.plane.target, route.codec, params, request)

@@ -5,16 +5,18 @@ connection of a request answered before its body was read (adapters/asgi.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelfn.service.request import Refused
+
+if TYPE_CHECKING:
+    import asyncio
 
 T = TypeVar("T")
 MAX_BUCKETS = 10_000
@@ -123,6 +125,8 @@ class BodyDeadline:
 
     async def within(self, read: Awaitable[T]) -> T:
         """`read`'s result, or BodyTimeout once the deadline has passed."""
+        import asyncio  # servers only: the Lambda path imports this module for RateLimiter, never asyncio
+
         task = asyncio.current_task()
         assert task is not None
         loop = task.get_loop()
