@@ -180,7 +180,7 @@ def serve(
         if workers != 1:
             print("modelfn serve: --grpc-port serves from one process: use --workers 1", file=sys.stderr)
             return 2
-        server = "uvicorn"  # gRPC runs on uvicorn's event loop (modelfn.adapters.grpc.server.HttpAndGrpc)
+        server = "uvicorn"  # gRPC runs on uvicorn's event loop (modelfn.adapters.grpc.server.run_with_grpc)
     o = ServeOptions(
         store, models, host, port, log_level, True if batching_always else batching, max_batch_size,
         max_batch_wait_ms, functions, batching_always, server, workers,
