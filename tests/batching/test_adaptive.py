@@ -109,5 +109,8 @@ def test_loop_costs_are_positive() -> None:
 
 
 def test_pays_needs_the_margin() -> None:
-    assert Costs(16, single_us=100.0, joined_us=100.0, batch_us=100.0, request_us=10.0).pays()  # 1500 vs 2x260
-    assert not Costs(16, single_us=55.0, joined_us=350.0, batch_us=60.0, request_us=20.0).pays()  # 530 vs 2x380
+    # the fp32 MLP 1024-4096-4096-1024: milliseconds saved against 16 round trips
+    assert Costs(16, single_us=10_000.0, joined_us=30_000.0, batch_us=60.0, request_us=5.0).pays()
+    # the int8 MLP: 530 µs saved at 16 rows, but 16 round trips cost 16 x 65 µs (always joining lost on it)
+    assert not Costs(16, single_us=55.0, joined_us=350.0, batch_us=60.0, request_us=5.0).pays()
+    assert Costs(16, single_us=500.0, joined_us=1000.0, batch_us=60.0, request_us=5.0).pays()  # 7000 vs 2 x 1040

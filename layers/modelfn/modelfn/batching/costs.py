@@ -1,12 +1,14 @@
 """Whether joining pays for a model version, measured once when its runner starts.
 
-A joined run saves `rows x t(1) - t(rows)` of model time (t(n): one session.run of n rows), and costs the batcher's
-own work: per batch a round trip to the worker thread, per request a future resolved across it and its task woken
-again. For a model whose single-row run is a few tens of microseconds that work eats the whole saving (measured on
-one core, the int8 MLP 256-1024x3-10 at 32 connections: 0.86x batching off, 16 rows a batch); for a model whose run
-dominates (an MLP 1024-4096-4096-1024) the saving is milliseconds a batch. So the batcher times both sides at start,
-on this machine, and joins only where the saving is at least `MARGIN` times the cost at a batch of `rows` rows;
-otherwise each request runs on the event loop as with batching off (`Batcher.predict`).
+A joined run of n rows saves `n x t(1) - t(n)` of model time (t(n): one session.run of n rows), and costs the
+batcher's own work: a round trip to the worker thread and a future resolved across it. Measured on one core, that
+round trip is paid per request, not per batch: while a batch runs in the worker thread, the requests joined to it
+wait and the event loop has less to do, and the thread and the loop hand the GIL and the core back and forth (always
+joining, at 32 connections: the int8 MLP 256-1024x3-10, whose single-row run is ~60-100 µs, 0.74-0.86x batching
+off; an fp32 256-256-256-10, ~10 µs, 0.6-0.8x; the fp32 1024-4096-4096-1024, tens of ms, several times faster). So
+the batcher times both sides at start, on this machine, and joins only where the saving at a batch of `rows` rows
+is at least `MARGIN` times `rows` such round trips; otherwise each request runs on the event loop as with batching
+off (`Batcher.predict`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ import numpy as np
 from modelfn.model.loaded import LoadedModel
 from modelfn.model.onnx import example_inputs
 
-MARGIN = 2.0
-"""How much the saving must exceed the measured cost: what the measurement leaves out (thread switches under load,
-the GIL passing between the loop and the worker) was as large again on the int8 MLP."""
+MARGIN = 1.5
+"""How much the saving must exceed the measured cost, for what the start-up measurement cannot see (the worker and
+the loop contending under load). Fitted on one core (bench/batching.py, the cross-over table): the int8 MLP (saving
+~0.5-1 ms at 16 rows against ~1 ms of round trips) lost when always joined, an fp32 256-1024-1024-10 (0.9 ms
+against 0.6 ms) won 1.3x."""
 BUDGET_S = 0.25
 """Time spent timing each side of a model's runs (a few runs at least): short next to a model's load."""
 SAMPLE_ROWS = 16
@@ -35,7 +39,8 @@ SAMPLE_ROWS = 16
 
 @dataclass
 class Costs:
-    """Microseconds: one row alone, `rows` rows joined, and the batcher's own cost per batch and per request."""
+    """Microseconds: one row alone, `rows` rows joined, a round trip to the worker thread (`batch_us`) and a future
+    resolved for a waiting task (`request_us`)."""
 
     rows: int
     single_us: float
@@ -49,7 +54,8 @@ class Costs:
 
     @property
     def overhead_us(self) -> float:
-        return self.batch_us + self.rows * self.request_us
+        """What joining `rows` requests costs: each pays a round trip to the worker thread and its future."""
+        return self.rows * (self.batch_us + self.request_us)
 
     def pays(self) -> bool:
         return self.saving_us >= MARGIN * self.overhead_us
