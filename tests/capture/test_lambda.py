@@ -81,3 +81,29 @@ def test_lambda_flushes_at_the_end_of_an_invoke_that_finds_the_buffer_old(store:
     _exactly_once([r for r in found if r["route"] != "sqs"], [first, second, third])
     sqs = [r for r in found if r["route"] == "sqs"]
     assert sorted(r["id"] for r in sqs) == sorted(messages) and sqs[0]["inputs"] == found[0]["inputs"]
+
+
+def test_lambda_reports_written_and_dropped_as_emf(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The catalogue's CaptureWritten and CaptureDropped in the invoke's EMF: an SQS batch of two messages into a
+    buffer that holds one (the first is written at the end of the invoke, the second dropped)."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    settings = Settings(
+        store=store,
+        model="iris",
+        cache_dir=tmp_path / "cache",
+        results=str(tmp_path / "results"),
+        capture=str(tmp_path / "capture"),
+        capture_buffer_mb=1e-5,
+    )
+    fn = ModelFunction(settings)
+    capsys.readouterr()
+    assert fn.batch_handler(sqs_event(["m1", "m2"]), Context())["batchItemFailures"] == []
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    values = {k: v for doc in emf for k, v in doc.items() if k in ("CaptureWritten", "CaptureDropped")}
+    assert {k: v if isinstance(v, float) else v[0] for k, v in values.items()} == {
+        "CaptureWritten": 1.0,
+        "CaptureDropped": 1.0,
+    }
+    assert [r["id"] for r in records(read_folder(tmp_path / "capture"))] == ["m1"]

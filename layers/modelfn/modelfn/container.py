@@ -21,12 +21,14 @@ Everything else comes from the environment:
   (default 30): API keys and limits, as for `modelfn serve` (modelfn.service.auth, modelfn.service.limits). On a
   SageMaker endpoint leave MODELFN_API_KEYS unset: InvokeEndpoint forwards no Authorization header (IAM guards it).
 - `MODELFN_LOG_LEVEL` (default `info`).
+- `MODELFN_CAPTURE`, `MODELFN_CAPTURE_PERCENT`, ...: payload capture (modelfn.capture), written in the background
+  and flushed at the stop below.
 
 Start: every served model is fetched, verified, loaded and warmed up before the port opens, so the first 200 from
 `/ping` means ready. A model that fails to load is logged and keeps `/ping` at 503; the others still serve.
-Stop: SIGTERM (or SIGINT) closes the listening socket, lets in-flight requests complete (up to the timeout) and
-exits 0. One uvicorn worker per container (one process per GPU; scale with instances), on uvloop and httptools
-when they are installed (the `server` extra installs both).
+Stop: SIGTERM (or SIGINT) closes the listening socket, lets in-flight requests complete (up to the timeout), runs
+the app's lifespan shutdown (captured records written) and exits 0. One uvicorn worker per container (one process
+per GPU; scale with instances), on uvloop and httptools when they are installed (the `server` extra installs both).
 """
 
 from __future__ import annotations

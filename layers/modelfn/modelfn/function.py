@@ -18,7 +18,7 @@ from modelfn.protocols.plain import Postprocess, Preprocess
 from modelfn.registry import ModelRegistry
 from modelfn.settings import Settings
 from modelfn.store import ObjectStore, open_store
-from modelfn.telemetry.names import CAPTURE_WRITTEN
+from modelfn.telemetry.names import CAPTURE_DROPPED, CAPTURE_WRITTEN
 
 log = logging.getLogger("modelfn")
 
@@ -39,6 +39,8 @@ class ModelFunction:
         self.load_error: str | None = None
         self.capture: Any = None
         """modelfn.capture.Capture when MODELFN_CAPTURE is set (and the service is built): flushed after invokes."""
+        self._capture_dropped = 0
+        """Capture's dropped records already reported as EMF."""
         self._load_reported = False
         self.load()
         self.http_handler = self.obs.wrap(self._http, "http")
@@ -150,6 +152,10 @@ class ModelFunction:
             return
         if written:
             self.obs.count(CAPTURE_WRITTEN.emf_name, written)
+        dropped = sum(self.capture.dropped.values())
+        if dropped > self._capture_dropped:
+            self.obs.count(CAPTURE_DROPPED.emf_name, dropped - self._capture_dropped)
+            self._capture_dropped = dropped
 
     def _http(self, event: dict[str, Any], context: Any) -> Any:
         response = self._timed("Http", self._http_adapter, event, context)
