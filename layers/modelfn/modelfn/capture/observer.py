@@ -14,7 +14,6 @@ import logging
 import random
 import threading
 import time
-import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -118,20 +117,22 @@ class Capture(ResponseObserver):
         record = response.record
         if record is None or response.model is None or response.version is None:
             return
-        header = self.sticky(response.model) if self.sticky is not None else None
-        if not sampled(self.percent, request.headers.get(header) if header else None):
-            return
+        if self.percent < 100:  # the sticky header is looked up only when sampling needs it
+            header = self.sticky(response.model) if self.sticky is not None else None
+            if not sampled(self.percent, request.headers.get(header) if header else None):
+                return
         given = request.headers.get(ID_HEADER)
+        inputs, outputs = record.inputs, record.outputs
         entry = Entry(
-            id=given[:MAX_ID] if given else uuid.uuid4().hex,
-            time=time.time(),
-            model=response.model,
-            version=response.version,
-            route=response.route or "",
-            latency_ms=seconds * 1000,
-            inputs=record.inputs,
-            outputs=record.outputs,
-            size=size_of(record.inputs) + size_of(record.outputs),
+            given[:MAX_ID] if given else None,  # a uuid is drawn when the line is written, off the response path
+            time.time(),
+            response.model,
+            response.version,
+            response.route or "",
+            seconds * 1000,
+            inputs,
+            outputs,
+            size_of(inputs) + size_of(outputs),
         )
         self.buffer.append(entry)
 

@@ -3,6 +3,7 @@ model's outputs (no copy, no encoding on the response path); the line is written
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,9 +17,12 @@ STRING_BYTES = 64
 """What a string element is counted as in the buffer's size (its pointer plus a typical short string)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
-    id: str
+    """Built on the response path (positional, not frozen: the cheapest construction), read once when written."""
+
+    id: str | None
+    """The request's own id, or None: a uuid is drawn when the line is written."""
     time: float
     """Seconds since the epoch (UTC) when the request was answered."""
     model: str
@@ -38,7 +42,7 @@ class Entry:
         """`{"id", "time", "model", "version", "route", "latency_ms", "inputs", "outputs"}` and a newline; tensors as
         nested JSON lists, strings as strings (bytes decoded as UTF-8)."""
         doc = {
-            "id": self.id,
+            "id": self.id or uuid.uuid4().hex,
             "time": self.when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "model": self.model,
             "version": self.version,
