@@ -4,7 +4,6 @@ a request's tensors hold in all (MODELFN_MAX_ELEMENTS: 413) and how deeply the v
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,7 +24,14 @@ class SizeLimits:
     def for_body(self, body: bytes) -> SizeLimits:
         """These limits, noting whether `body` can hold a JSON boolean (a substring search at C speed)."""
         booleans = b"true" in body or b"false" in body
-        return self if booleans == self.may_hold_booleans else _variant(self, booleans)
+        if booleans == self.may_hold_booleans:
+            return self
+        other: SizeLimits | None = self.__dict__.get("_other")
+        if other is None:  # built once per limits object and kept on it (hashing a dataclass per request costs more)
+            other = replace(self, may_hold_booleans=booleans)
+            object.__setattr__(self, "_other", other)
+            object.__setattr__(other, "_other", self)
+        return other
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SizeLimits:
@@ -62,8 +68,3 @@ class SizeLimits:
 
 DEFAULT = SizeLimits()
 """What a codec applies when its caller passes no settings (tests, tools)."""
-
-
-@functools.cache
-def _variant(limits: SizeLimits, booleans: bool) -> SizeLimits:
-    return replace(limits, may_hold_booleans=booleans)
