@@ -14,8 +14,8 @@ import pytest
 from modelfn.function import ModelFunction
 from modelfn.settings import Settings
 
-from .conftest import v2
-from .test_capture import _exactly_once, read_folder, records
+from .conftest import read_folder, records, v2
+from .test_capture import _exactly_once
 
 
 class Context:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 
-from modelfn.adapters.asgi import AsgiApp
+from modelfn.adapters.asgi import AsgiApp, Observer
 from modelfn.batching.batcher import Batcher
 from modelfn.capture import Capture
 from modelfn.hooks import Hooks
@@ -23,8 +23,10 @@ from modelfn.types import Message, Receive, Scope, Send
 class ServerApp(AsgiApp):
     """The ASGI app, plus what a long-running server closes at its lifespan's shutdown (capture's last flush)."""
 
-    def __init__(self, service: Service, metrics: PrometheusMetrics, capture: Capture | None) -> None:
-        super().__init__(service, metrics.transport)
+    def __init__(
+        self, service: Service, metrics: PrometheusMetrics, capture: Capture | None, observe: Observer | None = None
+    ) -> None:
+        super().__init__(service, metrics.transport if observe is None else _both(metrics.transport, observe))
         self.metrics = metrics
         self.capture = capture
 
@@ -43,6 +45,14 @@ class ServerApp(AsgiApp):
         """Write what capture still holds (also callable directly by a host that runs no lifespan)."""
         if self.capture is not None:
             self.capture.close()
+
+
+def _both(first: Observer, second: Observer) -> Observer:
+    def both(response: Response, seconds: float) -> None:
+        first(response, seconds)
+        second(response, seconds)
+
+    return both
 
 
 def _asset(service: Service) -> Callable[[Request, Mapping[str, str]], Response]:
@@ -66,12 +76,13 @@ def create_app(
     batching: bool | None = None,
     routes: tuple[Route, ...] = CORE_ROUTES,
     actions: Mapping[str, ActionFactory] | None = None,
+    observe: Observer | None = None,
 ) -> ServerApp:
     """Every model of `registry`; `default_model` is what `/predict` runs (else the only one served).
 
     `batching` (None: settings.batching or any model's override) joins concurrent requests for one model version
     into one session.run (modelfn.batching); only long-running servers turn it on, never the Lambda path.
-    `routes` get SERVER_ROUTES added."""
+    `routes` get SERVER_ROUTES added; `observe` is told of every response the server sends, as the metrics are."""
     settings = registry.settings
     batcher = Batcher(settings, batching) if Batcher.wanted(settings, batching) else None
     metrics = PrometheusMetrics()
@@ -86,4 +97,4 @@ def create_app(
     if capture is not None:
         metrics.sources.append(capture.samples)
         capture.start()
-    return ServerApp(service, metrics, capture)
+    return ServerApp(service, metrics, capture, observe)
