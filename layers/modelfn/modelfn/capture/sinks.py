@@ -22,6 +22,9 @@ BATCH_RECORDS = 500
 BATCH_BYTES = 4 * 1024 * 1024
 RECORD_BYTES = 1000 * 1024
 """PutRecordBatch's limits: 500 records and 4 MiB a call, 1,000 KiB a record."""
+GZIP_LEVEL = 1
+"""The fastest level: about 2.5 times less CPU than level 5 for a few percent more bytes on captured JSON (it runs
+beside the requests being served)."""
 
 
 class SinkError(StoreError):
@@ -62,7 +65,7 @@ class StoreSink:
         self.store: ObjectStore = open_store(uri)
 
     def write(self, batch: Batch) -> None:
-        data = gzip.compress(b"".join(batch.lines), compresslevel=5)
+        data = gzip.compress(b"".join(batch.lines), compresslevel=GZIP_LEVEL)
         try:
             self.store.write_bytes(object_key(batch.model, batch.hour), data)
         except Exception as e:
