@@ -23,8 +23,8 @@ BATCH_BYTES = 4 * 1024 * 1024
 RECORD_BYTES = 1000 * 1024
 """PutRecordBatch's limits: 500 records and 4 MiB a call, 1,000 KiB a record."""
 GZIP_LEVEL = 1
-"""The fastest level: about 2.5 times less CPU than level 5 for a few percent more bytes on captured JSON (it runs
-beside the requests being served)."""
+"""The fastest level: on captured float tensors (random, 256 a row) about 4 times less CPU than level 5 for 9 %
+more bytes, measured side by side; it runs beside the requests being served."""
 
 
 class SinkError(StoreError):
