@@ -144,3 +144,23 @@ def test_jsonl_that_is_not_json_or_not_utf8(load: Load, score: ScoreFile) -> Non
     assert (result.stats.rows, result.stats.scored) == (4, 2)
     assert [e["row"] for e in result.errors] == [2, 3]
     assert all("not valid JSON" in e["error"] for e in result.errors)
+
+
+def test_parquet_nan_and_infinity_are_row_errors(load: Load, score: ScoreFile) -> None:
+    """A double can hold what CSV text and JSON cannot: nan and infinity are refused the same way."""
+    table = pa.table(
+        {
+            "id": ["a", "b", "c", "d"],
+            "x": pa.array([1.0, float("nan"), 3.0, 4.0], pa.float64()),
+            "w": pa.array([1.0, 2.0, float("-inf"), 4.0], pa.float32()),
+            "k": pa.array([1, 2, 3, 4], pa.int64()),
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    result = score(load("multi"), "nonfinite.parquet", buf.getvalue())
+    assert (result.stats.scored, result.stats.errors) == (2, 2)
+    assert result.errors == [
+        {"row": 2, "id": "b", "error": "column 'x': expected FP32 values, got nan (not a finite number)"},
+        {"row": 3, "id": "c", "error": "column 'w': expected FP32 values, got -inf (not a finite number)"},
+    ]

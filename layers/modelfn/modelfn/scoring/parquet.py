@@ -62,13 +62,14 @@ def _chunks(pa: Any, pf: Any, binding: Binding, spool: Any, chunk_rows: int) -> 
                 raise InvalidInput(f"the Parquet file cannot be read past row {done}: {e}") from e
             if batch is None:
                 return
-            yield _chunk(batch, names, binding, done)
+            yield batch_chunk(batch, names, binding, done)
             done += batch.num_rows
     finally:
         spool.close()
 
 
-def _chunk(batch: Any, names: Sequence[str], binding: Binding, done: int) -> Chunk:
+def batch_chunk(batch: Any, names: Sequence[str], binding: Binding, done: int) -> Chunk:
+    """An Arrow record batch as a chunk (rows numbered after `done`): a Parquet file's, or a Spark partition's."""
     count = batch.num_rows
     failed: dict[int, str] = {}
     inputs: dict[str, Values] = {}

@@ -194,11 +194,19 @@ class Arrays:
     columns: list[np.ndarray]
 
     def block(self, spec: TensorSpec, shape: tuple[int, ...], rows: np.ndarray) -> np.ndarray:
-        parts = [
-            coerce(spec, _take(c, rows), (len(rows),), label)
-            for c, label in zip(self.columns, self.labels, strict=True)
-        ]
+        parts = []
+        for c, label in zip(self.columns, self.labels, strict=True):
+            column = _take(c, rows)
+            if column.dtype.kind == "f" and not np.isfinite(column).all():
+                raise InvalidInput(f"{label}: not all finite numbers")
+            parts.append(coerce(spec, column, (len(rows),), label))
         return np.stack(parts, axis=1).reshape(shape)
 
     def row(self, spec: TensorSpec, tail: tuple[int, ...], i: int) -> np.ndarray:
-        return _row(spec, tail, self.labels, [c[i] for c in self.columns], False)
+        """A float that is nan or infinite is refused, as CSV text and JSON refuse it (a Parquet or Spark double
+        can hold one: Spark's CSV reader makes 1e999 infinite)."""
+        values = [c[i] for c in self.columns]
+        for v, label in zip(values, self.labels, strict=True):
+            if isinstance(v, (float, np.floating)) and not math.isfinite(v):
+                raise InvalidInput(f"{label}: expected {spec.datatype} values, got {float(v)} (not a finite number)")
+        return _row(spec, tail, self.labels, values, False)
