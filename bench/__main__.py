@@ -32,6 +32,7 @@ FIGURES = (
     "traffic_cost",
     "capture_cost",
     "grpc_vs_http",
+    "spark_score",
 )
 EXTERNAL = ("batching",)  # figures other modules provide, run when present
 
