@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 ONCE   ?=
 PORT   ?= 8080
 PYTEST_ARGS ?=
+PEERS  ?=
 
 .PHONY: demo test lint bench install clean system
 
@@ -40,10 +41,14 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/cfn-lint template.yaml infra/model-function.yaml infra/sagemaker/endpoint.yaml
 
+# PEERS=1: the server figure also installs KServe, MLServer and BentoML (pinned, each in bench/.peers/NAME) and
+# measures them beside modelfn serve; without it nothing is installed for them.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
-	$(PY) -m bench $(if $(QUICK),--quick,)
+	@command -v wrk >/dev/null || echo "bench: wrk not found (apt-get install wrk): the server figures use the slower Python load generator"
+	$(if $(PEERS),$(PY) -m bench.peers install,)
+	BENCH_PEERS=$(PEERS) $(PY) -m bench $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info layers/modelfn/*.egg-info

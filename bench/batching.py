@@ -1,28 +1,28 @@
-"""Dynamic batching on and off: `modelfn serve` on the int8 MLP at 1, 8 and 32 concurrent connections.
+"""Dynamic batching on one core: off, on (adaptive, the default: joined only where it measured worth it at start)
+and always (`--batching-always`), side by side, for the tiny int8 MLP and for models whose run costs more.
 
     .venv/bin/python -m bench.batching [--quick] [--seconds S] [--rounds R] [--loadgen auto|wrk|python]
 
-The example models are built and published to a local-folder store in a temporary directory; `modelfn serve
---models mlp` runs twice side by side (`--batching` and `--no-batching`, same flags otherwise) and each is driven
-with one-row KServe v2 JSON requests to /v2/models/mlp/versions/2/infer (the int8 MLP) by a closed-loop load
-generator: N keep-alive connections, each sending its next request when the previous answer is in, for a fixed
-duration after a short warm-up. Each point is measured in R rounds alternating off and on (so a noisy neighbour
-hits both alike) and the round with the median requests/s is reported (all rounds are in the JSON). The
-generator is `wrk` when it is on PATH (it costs the shared CPUs least), else
-our own asyncio client (raw HTTP/1.1 on streams: fewer CPU cycles per request than httpx, so it takes less from
-the server under test on a small machine). Reports requests/s, p50 and p99 latency, and for batching on the mean
-rows per session.run (from GET /health). Writes bench/results/batching.json and bench/results/batching.md.
+The models are built by code and published to a local-folder store in a temporary directory: the examples (mlp v2,
+the int8 MLP 256-1024x3-10), fp32 MLPs 256-h-h-10 for h in WIDTHS, and `big`, the fp32 MLP 1024-4096-4096-1024
+(session.run dominates). Three `modelfn serve` processes serve them all, one per mode, each pinned to CPU 1 (taskset)
+while the load generator runs on CPU 0, so every server has exactly one core. Each is driven with one-row KServe v2
+JSON requests by a closed-loop generator (wrk when on PATH, else our asyncio client): N keep-alive connections, each
+sending its next request when the previous answer is in. Each point is measured in R rounds, the order of the modes
+rotated every round (a noisy neighbour hits all alike); the round with the median requests/s is reported and every
+ratio is the median of the per-round ratios. The int8 MLP is measured at 1, 8 and 32 connections, the others at 32.
+The cross-over: the single-row run time (from the adaptive server's start-up measurement, GET /health) at which
+joining starts to beat batching off. Writes bench/results/batching.json, batching.md and batching.png.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
-import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,17 +33,23 @@ from typing import Any
 import numpy as np
 from modelfn_tools.localserver import free_port
 
+from bench.loadgen import load, pinned
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 CONCURRENCY = (1, 8, 32)
-PATH = "/v2/models/mlp/versions/2/infer"
-LUA = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[{body}]==]\n'
+MODES = ("off", "on", "always")
+FLAGS = {"off": "--no-batching", "on": "--batching", "always": "--batching-always"}
+WIDTHS = (256, 1024, 2048)
+"""Hidden widths of the fp32 MLPs 256-h-h-10 between the int8 MLP and `big`: the sweep that finds the cross-over."""
+BIG = [1024, 4096, 4096, 1024]
+SERVER_CPU, LOAD_CPU = 1, 0
 
 
 # ---- servers -------------------------------------------------------------------------------------------------
 
 
-def wait_ready(url: str, proc: subprocess.Popen[Any], timeout: float = 120.0) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[Any], timeout: float = 180.0) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -60,20 +66,33 @@ def wait_ready(url: str, proc: subprocess.Popen[Any], timeout: float = 120.0) ->
 
 
 class Server:
-    """`modelfn serve --models mlp` with batching on or off, as a process of its own on a free loopback port."""
+    """`modelfn serve` with batching off, on or always, as a process of its own on a free loopback port, pinned to
+    `cpu` when given."""
 
-    def __init__(self, store: str, workdir: Path, batching: bool, max_batch_size: int, max_wait_ms: float) -> None:
+    def __init__(
+        self,
+        store: str,
+        workdir: Path,
+        mode: str,
+        models: list[str],
+        max_batch_size: int,
+        max_wait_ms: float,
+        cpu: int | None,
+    ) -> None:
+        self.mode = mode
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        flag = "--batching" if batching else "--no-batching"
-        argv = [sys.executable, "-m", "modelfn_tools.cli", "serve", "--store", store, "--models", "mlp"]
-        argv += ["--port", str(self.port), flag, "--max-batch-size", str(max_batch_size)]
+        argv = [sys.executable, "-m", "modelfn_tools.cli", "serve", "--store", store, "--models", ",".join(models)]
+        argv += ["--port", str(self.port), FLAGS[mode], "--max-batch-size", str(max_batch_size)]
         argv += ["--max-batch-wait-ms", str(max_wait_ms)]
-        self.log = (workdir / f"serve-{'on' if batching else 'off'}.log").open("w")
-        env = dict(os.environ, MODELFN_CACHE_DIR=str(workdir / "cache"))
-        self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        self.log = (workdir / f"serve-{mode}.log").open("w")
+        env = dict(os.environ, MODELFN_CACHE_DIR=str(workdir / f"cache-{mode}"))
+        self.proc = subprocess.Popen(
+            [*pinned(cpu), *argv], env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
+        )
         try:
-            wait_ready(f"{self.base}/v2/models/mlp/versions/2/ready", self.proc)
+            for name in models:
+                wait_ready(f"{self.base}/v2/models/{name}/ready", self.proc)
         except BaseException:
             self.stop()
             raise
@@ -91,91 +110,6 @@ class Server:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
-
-
-# ---- load generators -------------------------------------------------------------------------------------------
-def run_wrk(url: str, body: str, connections: int, seconds: float) -> dict[str, Any]:
-    wrk = shutil.which("wrk")
-    assert wrk is not None
-    with tempfile.TemporaryDirectory(prefix="modelfn-batching-wrk-") as tmp:
-        script = Path(tmp) / "post.lua"
-        script.write_text(LUA.format(body=body))
-        cmd = [wrk, f"-t{min(2, connections)}", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
-        cmd += ["--timeout", "10s", "--latency", "-s", str(script), url]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    total = re.search(r"(\d+) requests in", out)
-    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if not rps or not total or set(pct) != {"50", "99"}:
-        raise RuntimeError(f"unexpected wrk output:\n{out}")
-    return {
-        "rps": float(rps.group(1)),
-        "requests": int(total.group(1)),
-        "p50_ms": _wrk_ms(pct["50"]),
-        "p99_ms": _wrk_ms(pct["99"]),
-        "errors": (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0),
-    }
-
-
-def _wrk_ms(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    if not m:
-        raise RuntimeError(f"cannot read wrk latency {text!r}")
-    return round(float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m.group(2)], 3)
-
-
-async def _connection(port: int, request: bytes, deadline: float, latencies: list[float]) -> int:
-    errors = 0
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
-            latencies.append((time.perf_counter() - started) * 1000.0)
-            errors += int(head.split(b" ", 2)[1]) != 200
-    finally:
-        writer.close()
-    return errors
-
-
-def run_python(port: int, body: str, connections: int, seconds: float) -> dict[str, Any]:
-    """Closed loop over raw keep-alive HTTP/1.1 connections, bounded by `connections` and `seconds`."""
-    payload = body.encode()
-    request = (
-        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n"
-    ).encode() + payload
-    latencies: list[float] = []
-
-    async def main() -> int:
-        deadline = time.perf_counter() + seconds
-        return sum(await asyncio.gather(*(_connection(port, request, deadline, latencies) for _ in range(connections))))
-
-    started = time.perf_counter()
-    errors = asyncio.run(main())
-    elapsed = time.perf_counter() - started
-    lat = np.asarray(latencies or [0.0])
-    return {
-        "rps": round(len(latencies) / elapsed, 1),
-        "requests": len(latencies),
-        "p50_ms": round(float(np.percentile(lat, 50)), 3),
-        "p99_ms": round(float(np.percentile(lat, 99)), 3),
-        "errors": errors,
-    }
-
-
-def drive(server: Server, body: str, connections: int, seconds: float, loadgen: str) -> dict[str, Any]:
-    if loadgen == "wrk":
-        return run_wrk(server.base + PATH, body, connections, seconds)
-    return run_python(server.port, body, connections, seconds)
 
 
 # ---- models -------------------------------------------------------------------------------------------------------
@@ -210,102 +144,96 @@ def mlp(path: Path, widths: list[int], seed: int = 0) -> Path:
 
 
 # ---- the figure --------------------------------------------------------------------------------------------------
-def request_body() -> str:
-    x = np.random.default_rng(0).standard_normal(256).astype(np.float32)
-    return json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 256], "data": x.tolist()}]})
+def _body(model: str, width: int) -> str:
+    """The example MLP's input is `input`; the MLPs built here take `x`."""
+    x = np.random.default_rng(0).standard_normal(width).astype(np.float32)
+    name = "input" if model == "mlp" else "x"
+    return json.dumps({"inputs": [{"name": name, "datatype": "FP32", "shape": [1, width], "data": x.tolist()}]})
 
 
-def trial(server: Server, body: str, connections: int, seconds: float, loadgen: str) -> dict[str, Any]:
+def trial(server: Server, path: str, body: str, connections: int, seconds: float, gen: str) -> dict[str, Any]:
+    """One closed-loop run; for batching on or always, the mean rows per session.run (from GET /health)."""
     before = server.health().get("batching")
-    result = drive(server, body, connections, seconds, loadgen)
+    r = load(server.base + path, body, connections, seconds, prefer_wrk=gen == "wrk", cpu=LOAD_CPU if _pin() else None)
+    result = {
+        "rps": r["requests_per_second"],
+        "requests": r["requests"],
+        "p50_ms": r["latency_ms"]["p50"],
+        "p99_ms": r["latency_ms"]["p99"],
+        "errors": r.get("non_2xx", 0) + r.get("socket_errors", 0),
+    }
     if before is not None:
         after = server.health()["batching"]
         runs = after["runs"] - before["runs"]
         result["mean_batch_rows"] = round((after["rows"] - before["rows"]) / max(runs, 1), 2)
-        result["max_batch_rows"] = after["max_batch_rows"]
-        result["plan"] = after["models"].get("mlp/2", {}).get("mode")
     return result
 
 
-def run(
-    quick: bool = False,
-    seconds: float | None = None,
-    loadgen: str = "auto",
-    max_batch_size: int = 32,
-    max_wait_ms: float = 2.0,
-    rounds: int | None = None,
-) -> dict[str, Any]:
-    """The figure, as `python -m bench` calls it: the measurements plus its summary rows (on vs off per
-    concurrency: the ratio is the speed-up in requests/s; there is no target)."""
-    if loadgen == "auto":
-        loadgen = "wrk" if shutil.which("wrk") else "python"
-    result = measure(
-        seconds or (1.0 if quick else 5.0),
-        0.5 if quick else 1.0,
-        loadgen,
-        max_batch_size,
-        max_wait_ms,
-        rounds or (1 if quick else 3),
-    )
-    result["name"] = "batching"
-    result["quick"] = quick
-    by = {(p["batching"], p["connections"]): p for p in result["points"]}
-    result["summary"] = [
-        {
-            "figure": "batching",
-            "metric": f"int8 MLP req/s, {c} connection{'s' if c > 1 else ''}, batching on",
-            "modelfn": by[(True, c)]["rps"],
-            "baseline": by[(False, c)]["rps"],
-            "baseline_name": "batching off",
-            "unit": "req/s",
-            "ratio": round(by[(True, c)]["rps"] / by[(False, c)]["rps"], 2) if by[(False, c)]["rps"] else None,
-            "target": "",
-            "met": None,
-        }
-        for c in CONCURRENCY
-    ]
-    return result
+def _pin() -> bool:
+    have = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    return {SERVER_CPU, LOAD_CPU} <= have and shutil.which("taskset") is not None
+
+
+def _models(workdir: Path, store: str, quick: bool) -> dict[str, dict[str, Any]]:
+    """Publish the sweep's models; name -> {path, body, description}."""
+    from modelfn_tools.examples import publish_examples
+    from modelfn_tools.publish import publish
+
+    publish_examples(store, workdir / "build")
+    models: dict[str, dict[str, Any]] = {
+        "mlp": {"version": 2, "width": 256, "about": "int8 MLP 256-1024x3-10 (the example)"}
+    }
+    for h in WIDTHS[:1] if quick else WIDTHS:
+        name = f"mlp{h}"
+        publish(mlp(workdir / f"{name}.onnx", [256, h, h, 10]), store, name, progress=False)
+        models[name] = {"version": 1, "width": 256, "about": f"fp32 MLP 256-{h}-{h}-10"}
+    publish(mlp(workdir / "big.onnx", BIG), store, "big", progress=False)
+    models["big"] = {"version": 1, "width": BIG[0], "about": "fp32 MLP " + "-".join(map(str, BIG))}
+    for name, m in models.items():
+        m["path"] = f"/v2/models/{name}/versions/{m['version']}/infer"
+        m["body"] = _body(name, m["width"])
+    return models
 
 
 def measure(
-    seconds: float, warmup: float, loadgen: str, max_batch_size: int, max_wait_ms: float, rounds: int = 3
+    seconds: float, warmup: float, loadgen: str, max_batch_size: int, max_wait_ms: float, rounds: int, quick: bool
 ) -> dict[str, Any]:
-    """Both servers run side by side (the idle one costs nothing); each concurrency is measured `rounds` times,
-    alternating off/on, so both see the same machine. Each point reports the round with the median req/s."""
-    from modelfn_tools.examples import publish_examples
-
-    body = request_body()
+    """Every mode's server up at once (an idle one costs nothing); each (model, connections) point measured
+    `rounds` times, the mode order rotated each round."""
     points: list[dict[str, Any]] = []
+    costs: dict[str, Any] = {}
+    cpu = SERVER_CPU if _pin() else None
     with tempfile.TemporaryDirectory(prefix="modelfn-bench-batching-") as tmp:
         workdir = Path(tmp)
         store = str(workdir / "store")
-        publish_examples(store, workdir / "build")
-        servers: dict[bool, Server] = {}
+        models = _models(workdir, store, quick)
+        servers: dict[str, Server] = {}
         try:
-            for batching in (False, True):
-                servers[batching] = Server(store, workdir, batching, max_batch_size, max_wait_ms)
-            for connections in CONCURRENCY:
-                trials: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
-                for server in servers.values():
-                    drive(server, body, connections, warmup, loadgen)  # also prepares the batch plan
-                for r in range(rounds):
-                    for batching in (False, True) if r % 2 == 0 else (True, False):
-                        trials[batching].append(trial(servers[batching], body, connections, seconds, loadgen))
-                for batching, results in trials.items():
-                    ranked = sorted(results, key=lambda t: t["rps"])
-                    point = {"batching": batching, "connections": connections, **ranked[len(ranked) // 2]}
-                    point["rounds_rps"] = [t["rps"] for t in results]
-                    points.append(point)
-                    print(_line(point), file=sys.stderr)
+            for mode in MODES:
+                servers[mode] = Server(store, workdir, mode, list(models), max_batch_size, max_wait_ms, cpu)
+            for name, m in models.items():
+                for connections in CONCURRENCY if name == "mlp" else (32,):
+                    for server in servers.values():  # warm: prepares each version's batch plan and costs
+                        trial(server, m["path"], m["body"], connections, warmup, loadgen)
+                    trials: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+                    for r in range(rounds):
+                        for mode in MODES[r % 3 :] + MODES[: r % 3]:
+                            trials[mode].append(
+                                trial(servers[mode], m["path"], m["body"], connections, seconds, loadgen)
+                            )
+                    points.extend(_points(name, connections, trials))
+            info = servers["on"].health().get("batching", {}).get("models", {})
+            costs = {key.split("/")[0]: v for key, v in info.items()}
         finally:
             for server in servers.values():
                 server.stop()
     import onnxruntime
 
     return {
-        "figure": "dynamic batching on/off, int8 MLP (256-1024x3-10), one-row KServe v2 JSON requests",
-        "endpoint": PATH,
+        "figure": "dynamic batching off / on (adaptive) / always, one core, one-row KServe v2 JSON requests",
+        "models": {n: {k: v for k, v in m.items() if k != "body"} for n, m in models.items()},
         "loadgen": loadgen,
+        "pinned": cpu is not None,
         "seconds_per_point": seconds,
         "rounds": rounds,
         "warmup_seconds_per_point": warmup,
@@ -317,51 +245,215 @@ def measure(
             "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__,
         },
+        "adaptive": costs,
         "points": points,
     }
+
+
+def _points(model: str, connections: int, trials: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each mode's median round, with its per-round ratio to batching off."""
+    out = []
+    for mode, results in trials.items():
+        ranked = sorted(results, key=lambda t: t["rps"])
+        point = {"model": model, "mode": mode, "connections": connections, **ranked[len(ranked) // 2]}
+        point["rounds_rps"] = [t["rps"] for t in results]
+        point["vs_off"] = round(
+            statistics.median(t["rps"] / o["rps"] for t, o in zip(results, trials["off"], strict=True) if o["rps"]), 3
+        )
+        out.append(point)
+        print(_line(point), file=sys.stderr, flush=True)
+    return out
+
+
+def crossover(result: dict[str, Any]) -> dict[str, Any]:
+    """Per model at 32 connections: its single-row run (µs, the adaptive server's measurement), what always joining
+    gave against off, and what adaptive chose; the cross-over lies between the costliest model joining lost on and
+    the cheapest it won on."""
+    by = {(p["model"], p["mode"], p["connections"]): p for p in result["points"]}
+    rows = []
+    for name in result["models"]:
+        c = result["adaptive"].get(name, {}).get("costs", {})
+        rows.append(
+            {
+                "model": name,
+                "about": result["models"][name]["about"],
+                "single_run_us": c.get("single_run_us"),
+                "saving_us": c.get("saving_us"),
+                "overhead_us": c.get("overhead_us"),
+                "adaptive_joins": c.get("joined"),
+                "always_vs_off": by[(name, "always", 32)]["vs_off"],
+                "on_vs_off": by[(name, "on", 32)]["vs_off"],
+                "mean_batch_rows_always": by[(name, "always", 32)].get("mean_batch_rows"),
+            }
+        )
+    rows.sort(key=lambda r: r["single_run_us"] or 0.0)
+    lost = [r["single_run_us"] for r in rows if r["always_vs_off"] < 1.0 and r["single_run_us"]]
+    won = [r["single_run_us"] for r in rows if r["always_vs_off"] >= 1.0 and r["single_run_us"]]
+    return {
+        "models": rows,
+        "joining_loses_up_to_us": max(lost, default=None),
+        "joining_wins_from_us": min(won, default=None),
+    }
+
+
+def run(
+    quick: bool = False,
+    seconds: float | None = None,
+    loadgen: str = "auto",
+    max_batch_size: int = 32,
+    max_wait_ms: float = 2.0,
+    rounds: int | None = None,
+) -> dict[str, Any]:
+    """The figure, as `python -m bench` calls it: the measurements, the cross-over and the summary rows."""
+    if loadgen == "auto":
+        loadgen = "wrk" if shutil.which("wrk") else "python"
+    result = measure(
+        seconds or (1.0 if quick else 5.0),
+        0.5 if quick else 1.0,
+        loadgen,
+        max_batch_size,
+        max_wait_ms,
+        rounds or (1 if quick else 3),
+        quick,
+    )
+    result["name"] = "batching"
+    result["quick"] = quick
+    result["crossover"] = crossover(result)
+    result["summary"] = summary(result)
+    if not quick:
+        chart(result, RESULTS / "batching.png")
+    return result
+
+
+def summary(result: dict[str, Any]) -> list[dict[str, Any]]:
+    from bench.common import summary_row
+
+    by = {(p["model"], p["mode"], p["connections"]): p for p in result["points"]}
+    rows = []
+    for c in CONCURRENCY:
+        on, off = by[("mlp", "on", c)], by[("mlp", "off", c)]
+        rows.append(
+            summary_row(
+                "batching",
+                f"int8 MLP req/s, {c} connection{'s' if c > 1 else ''}, one core, on",
+                on["rps"],
+                off["rps"],
+                "req/s",
+                baseline_name="batching off",
+                ratio=on["vs_off"],
+                op=">=" if c == 32 else None,
+                target=1.0 if c == 32 else None,
+            )
+        )
+    on, off = by[("big", "on", 32)], by[("big", "off", 32)]
+    rows.append(
+        summary_row(
+            "batching",
+            "MLP 1024-4096-4096-1024 req/s, 32 connections, one core, on",
+            on["rps"],
+            off["rps"],
+            "req/s",
+            baseline_name="batching off",
+            ratio=on["vs_off"],
+            op=">=",
+            target=1.5,
+        )
+    )
+    cross = result["crossover"]
+    rows.append(
+        summary_row(
+            "batching",
+            "cross-over: single-row run (µs) from which joining wins",
+            cross["joining_wins_from_us"],
+            cross["joining_loses_up_to_us"],
+            "µs",
+            baseline_name="costliest run it lost on",
+        )
+    )
+    return rows
 
 
 def _line(p: dict[str, Any]) -> str:
     extra = f"  mean batch {p['mean_batch_rows']} rows" if "mean_batch_rows" in p else ""
     return (
-        f"batching {'on ' if p['batching'] else 'off'}  c={p['connections']:<3} {p['rps']:>8.1f} req/s  "
-        f"p50 {p['p50_ms']:.2f} ms  p99 {p['p99_ms']:.2f} ms  errors {p['errors']}{extra}"
+        f"{p['model']:<8} batching {p['mode']:<6} c={p['connections']:<3} {p['rps']:>8.1f} req/s "
+        f"({p['vs_off']:.2f}x off)  p50 {p['p50_ms']:.2f} ms  p99 {p['p99_ms']:.2f} ms  errors {p['errors']}{extra}"
     )
 
 
 def markdown(result: dict[str, Any]) -> str:
-    by = {(p["batching"], p["connections"]): p for p in result["points"]}
+    by = {(p["model"], p["mode"], p["connections"]): p for p in result["points"]}
+    pinned_text = "one core each (server CPU 1, load CPU 0)" if result.get("pinned") else "unpinned"
     lines = [
-        f"Dynamic batching, `modelfn serve` on the int8 MLP, one-row v2 JSON requests "
-        f"({result['loadgen']}, {result['seconds_per_point']:g} s per point, median of {result['rounds']} "
-        f"alternating rounds, {result['machine']['cpus']} CPUs, "
-        f"max batch {result['max_batch_size']} rows / {result['max_batch_wait_ms']:g} ms).",
+        f"Dynamic batching, `modelfn serve` {pinned_text}, one-row v2 JSON requests ({result['loadgen']}, "
+        f"{result['seconds_per_point']:g} s per point, median of {result['rounds']} rotated rounds, max batch "
+        f"{result['max_batch_size']} rows / {result['max_batch_wait_ms']:g} ms). on = adaptive (the default), "
+        "always = `--batching-always`; ratios are medians of per-round ratios to off.",
         "",
-        "| connections | off: req/s | off: p50 ms | off: p99 ms | on: req/s | on: p50 ms | on: p99 ms "
-        "| on: mean batch rows | speed-up |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | connections | off req/s | on req/s (× off) | always req/s (× off) | off p99 ms | on p99 ms "
+        "| always p99 ms | always: rows/run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for c in CONCURRENCY:
-        off, on = by.get((False, c)), by.get((True, c))
-        if off is None or on is None:
+    for (model, mode, c), off in by.items():
+        if mode != "off":
             continue
-        speedup = on["rps"] / off["rps"] if off["rps"] else float("nan")
+        on, always = by[(model, "on", c)], by[(model, "always", c)]
         lines.append(
-            f"| {c} | {off['rps']:.0f} | {off['p50_ms']:.2f} | {off['p99_ms']:.2f} | {on['rps']:.0f} "
-            f"| {on['p50_ms']:.2f} | {on['p99_ms']:.2f} | {on.get('mean_batch_rows', '-')} | {speedup:.2f}x |"
+            f"| {model} | {c} | {off['rps']:.0f} | {on['rps']:.0f} ({on['vs_off']:.2f}×) | {always['rps']:.0f} "
+            f"({always['vs_off']:.2f}×) | {off['p99_ms']:.2f} | {on['p99_ms']:.2f} | {always['p99_ms']:.2f} "
+            f"| {always.get('mean_batch_rows', '-')} |"
         )
+    cross = result.get("crossover", {})
+    lines += [
+        "",
+        "| model | single-row run µs | joined saving µs | batcher cost µs | adaptive joins | always × off |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for r in cross.get("models", []):
+        lines.append(
+            f"| {r['model']} ({r['about']}) | {r['single_run_us']} | {r['saving_us']} | {r['overhead_us']} "
+            f"| {'yes' if r['adaptive_joins'] else 'no'} | {r['always_vs_off']:.2f}× |"
+        )
+    lines += [
+        "",
+        f"Cross-over: joining lost up to a single-row run of {cross.get('joining_loses_up_to_us')} µs and won from "
+        f"{cross.get('joining_wins_from_us')} µs (saving per batch at 16 rows against the batcher's measured cost: "
+        "adaptive joins where the saving is at least twice the cost).",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def chart(result: dict[str, Any], path: Path) -> None:
+    """Requests/s against batching off per model (at 32 connections), on and always."""
+    from bench.report import _plt
+
+    plt = _plt()
+    rows = result["crossover"]["models"]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    xs = np.arange(len(rows))
+    ax.bar(xs - 0.2, [r["on_vs_off"] for r in rows], 0.4, label="on (adaptive)", color="#2a7ab9")
+    ax.bar(xs + 0.2, [r["always_vs_off"] for r in rows], 0.4, label="always", color="#e0a030")
+    ax.axhline(1.0, color="k", lw=1, ls="--")
+    labels = [f"{r['model']}\n{r['single_run_us']} µs/run" for r in rows]
+    ax.set_xticks(xs, labels, fontsize=8)
+    ax.set_ylabel("req/s ÷ batching off (32 connections, one core)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title("Dynamic batching by model cost: where joining starts to pay", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.batching", description=__doc__.splitlines()[0] if __doc__ else "")
-    p.add_argument("--quick", action="store_true", help="1 s per point (a smoke run)")
+    p.add_argument("--quick", action="store_true", help="1 s per point, one round, a shorter sweep (a smoke run)")
     p.add_argument("--seconds", type=float, help="seconds per point (default 5, --quick 1)")
     p.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
-    p.add_argument("--rounds", type=int, help="alternating off/on rounds per point, median kept (default 3, --quick 1)")
+    p.add_argument("--rounds", type=int, help="rotated rounds per point, median kept (default 3, --quick 1)")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--max-batch-wait-ms", type=float, default=2.0)
-    p.add_argument("--out", type=Path, default=RESULTS, help="where batching.json and batching.md go")
+    p.add_argument("--out", type=Path, default=RESULTS, help="where batching.json, .md and .png go")
     a = p.parse_args(argv)
     if a.loadgen == "wrk" and not shutil.which("wrk"):
         p.error("wrk is not on PATH")
@@ -370,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     (a.out / "batching.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     (a.out / "batching.md").write_text(table)
+    chart(result, a.out / "batching.png")
     print(table)
     return 0
 

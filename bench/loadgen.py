@@ -52,7 +52,14 @@ def parse_wrk(out: str) -> dict[str, Any]:
     }
 
 
-def run_wrk(url: str, body: str, connections: int, seconds: float, threads: int = 1) -> dict[str, Any]:
+def pinned(cpu: int | None) -> list[str]:
+    """The taskset prefix that runs a command on `cpu` only (nothing when None or taskset is missing)."""
+    return ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
+
+
+def run_wrk(
+    url: str, body: str, connections: int, seconds: float, threads: int = 1, cpu: int | None = None
+) -> dict[str, Any]:
     _loopback(url)
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -61,6 +68,7 @@ def run_wrk(url: str, body: str, connections: int, seconds: float, threads: int 
         script = Path(tmp) / "post.lua"
         script.write_text(LUA.format(body=body))
         cmd = [
+            *pinned(cpu),
             wrk,
             f"-t{min(threads, connections)}",
             f"-c{connections}",
@@ -100,9 +108,19 @@ async def _connection(host: str, port: int, request: bytes, deadline: float, lat
     return errors
 
 
-def run_python(url: str, body: str, connections: int, seconds: float) -> dict[str, Any]:
+def run_python(url: str, body: str, connections: int, seconds: float, cpu: int | None = None) -> dict[str, Any]:
     """The bounded fallback: asyncio, keep-alive connections, fixed duration; slower than wrk (it shares the CPU
-    with the server under test), so its figures are lower bounds for the server."""
+    with the server under test), so its figures are lower bounds for the server. With `cpu`, this process runs on
+    that CPU alone while it generates load."""
+    import os
+
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        saved = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {cpu})
+        try:
+            return run_python(url, body, connections, seconds)
+        finally:
+            os.sched_setaffinity(0, saved)
     import numpy as np
 
     host, port, path = _loopback(url)
@@ -134,7 +152,10 @@ def run_python(url: str, body: str, connections: int, seconds: float) -> dict[st
     }
 
 
-def load(url: str, body: str, connections: int, seconds: float, prefer_wrk: bool = True) -> dict[str, Any]:
+def load(
+    url: str, body: str, connections: int, seconds: float, prefer_wrk: bool = True, cpu: int | None = None
+) -> dict[str, Any]:
+    """Closed-loop load on `url` (wrk when installed); with `cpu`, the generator runs on that CPU only."""
     if prefer_wrk and shutil.which("wrk"):
-        return run_wrk(url, body, connections, seconds)
-    return run_python(url, body, connections, seconds)
+        return run_wrk(url, body, connections, seconds, cpu=cpu)
+    return run_python(url, body, connections, seconds, cpu=cpu)

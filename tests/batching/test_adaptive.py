@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.batching import mlp
 from modelfn.batching.batcher import Batcher
 from modelfn.batching.costs import MARGIN, Costs, loop_costs, run_costs
 from modelfn.batching.stats import BatchStats
@@ -36,7 +35,7 @@ def concurrent(batcher: Batcher, model: LoadedModel, xs: list[np.ndarray]) -> li
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    return loaded(mlp(tmp_path_factory.mktemp("tiny") / "tiny.onnx", [8, 4]), "tiny")
+    return loaded(chain(tmp_path_factory.mktemp("tiny") / "tiny.onnx", ops=2), "tiny")
 
 
 def chain(path: Path, ops: int = 3000) -> Path:
@@ -70,7 +69,7 @@ def rows(n: int, width: int, seed: int) -> np.ndarray:
 
 def test_a_model_too_cheap_to_join_runs_each_request_on_the_loop(tiny: LoadedModel) -> None:
     batcher = Batcher(Settings(), default=True, stats=BatchStats())
-    xs = [rows(1 + i % 2, 8, i) for i in range(24)]
+    xs = [rows(1 + i % 2, 8, i) for i in range(24)]  # the tiny model's input is [N, 8] too
     for x, got in zip(xs, concurrent(batcher, tiny, xs), strict=True):
         np.testing.assert_allclose(got["y"], tiny.session.run(None, {"x": x})[0], rtol=1e-6)
     info = batcher.snapshot()["models"]["tiny/1"]
