@@ -145,17 +145,24 @@ class Capture(ResponseObserver):
                 return 0
             written = 0
             for batch in self._batches(entries):
-                try:
-                    self.sink.write(batch)
-                except SinkError as e:
-                    self.failed += e.failed
-                    written += len(batch.lines) - e.failed
-                    self.written[batch.model] += len(batch.lines) - e.failed
-                    self._log_failure(e)
-                    continue
-                written += len(batch.lines)
-                self.written[batch.model] += len(batch.lines)
+                done = len(batch.lines) - self._write(batch)
+                self.written[batch.model] += done
+                written += done
             return written
+
+    def _write(self, batch: Batch) -> int:
+        """The batch written; how many of its lines were not (counted and logged, never raised)."""
+        try:
+            self.sink.write(batch)
+        except SinkError as e:
+            failure = e
+        except Exception as e:  # a sink's own bug must not lose records uncounted
+            failure = SinkError(f"capture write to {self.sink.uri} failed: {type(e).__name__}: {e}", len(batch.lines))
+        else:
+            return 0
+        self.failed += failure.failed
+        self._log_failure(failure)
+        return failure.failed
 
     def _batches(self, entries: list[Entry]) -> list[Batch]:
         """Entries grouped by model and UTC hour (their partition), each line encoded here, off the response path.
