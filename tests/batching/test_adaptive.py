@@ -78,6 +78,7 @@ def test_a_model_too_cheap_to_join_runs_each_request_on_the_loop(tiny: LoadedMod
     assert info["costs"]["saving_us"] < MARGIN * info["costs"]["overhead_us"]
     stats = batcher.stats.snapshot()
     assert stats["batched_runs"] == 0 and stats["runs"] == len(xs)  # 23 concurrent requests, none joined
+    assert not batcher.enabled("tiny")  # from now on the server's batching-off path serves it
 
 
 def test_the_same_model_is_joined_when_told_to_join_whatever_it_costs(tiny: LoadedModel) -> None:
@@ -95,6 +96,7 @@ def test_a_model_whose_run_dominates_is_joined(heavy: LoadedModel) -> None:
         np.testing.assert_allclose(got["y"], heavy.session.run(None, {"x": x})[0], rtol=1e-4, atol=1e-5)
     info = batcher.snapshot()["models"]["heavy/1"]
     assert info["inline"] is False and info["costs"]["joined"] is True, info
+    assert batcher.enabled("heavy")
     stats = batcher.stats.snapshot()
     assert stats["batched_runs"] >= 1 and stats["max_batch_requests"] == 16  # the 16 sent together, one run
 

@@ -113,9 +113,14 @@ class Batcher:
         self.incoming = 0
         self._runners: dict[tuple[str, int, str], _Runner] = {}
         self._enabled: dict[str, bool] = {}
+        self._inline: set[str] = set()  # names whose every known version runs on the loop: served as batching off
 
     # -- configuration
     def enabled(self, name: str) -> bool:
+        """Whether requests for model `name` go through the batcher: configured so, and not every version of it
+        found not worth joining (those take the server's batching-off path, at its cost exactly)."""
+        if name in self._inline:
+            return False
         known = self._enabled.get(name)
         if known is None:
             override = self.settings.models_config.get(name) or {}
@@ -219,6 +224,7 @@ class Batcher:
                 executor=ThreadPoolExecutor(1, thread_name_prefix=f"modelfn-batch-{model.name}-v{model.version}"),
             )
             self._runners[key] = runner
+            self._inline.discard(model.name)  # a version not yet measured goes through the batcher first
         return runner
 
     def _start(self, runner: _Runner, loop: asyncio.AbstractEventLoop) -> None:
@@ -360,6 +366,8 @@ class Batcher:
         runner.inline = (runner.plan is not None and runner.plan.mode == "alone") or (
             costs is not None and not costs.pays()
         )
+        if all(r.inline for r in self._runners.values() if r.name == runner.name):
+            self._inline.add(runner.name)
         log.info(
             "batching model %r version %d: %s %s",
             runner.name,
