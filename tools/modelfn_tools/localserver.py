@@ -42,6 +42,38 @@ def wait_http(url: str, timeout: float = 90.0, proc: subprocess.Popen[Any] | Non
 
 
 @contextmanager
+def running(argv: Sequence[str], log_path: Path, **popen: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """`argv` as a process writing to `log_path`, terminated (then killed) when the block ends."""
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, **popen)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def wait_redis(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Return once the Redis server on `port` answers PING; fail early if `proc` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+@contextmanager
 def serve_process(
     args: Sequence[str], tmp: Path, port: int | None = None, env: Mapping[str, str] | None = None
 ) -> Iterator[str]:
@@ -51,17 +83,9 @@ def serve_process(
     environ = {**os.environ, "MODELFN_CACHE_DIR": str(tmp / "cache"), **(env or {})}
     argv = [sys.executable, "-m", "modelfn_tools.cli", "serve", *args, "--host", "127.0.0.1", "--port", str(port)]
     base = f"http://127.0.0.1:{port}"
-    with (tmp / "serve.log").open("w") as log:
-        proc = subprocess.Popen(argv, env=environ, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_http(f"{base}/v2/health/live", proc=proc)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running(argv, tmp / "serve.log", env=environ) as proc:
+        wait_http(f"{base}/v2/health/live", proc=proc)
+        yield base
 
 
 @contextmanager
@@ -70,26 +94,6 @@ def redis_process(tmp: Path, port: int | None = None) -> Iterator[str]:
     no persistence; yields its redis:// URL once it answers PING, and stops it on exit."""
     port = port or free_port()
     argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    with (tmp / "redis.log").open("w") as log:
-        proc = subprocess.Popen(argv, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited with {proc.returncode}: see {tmp / 'redis.log'}")
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                        s.sendall(b"PING\r\n")
-                        if s.recv(16).startswith(b"+PONG"):
-                            break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running(argv, tmp / "redis.log", cwd=tmp) as proc:
+        wait_redis(port, proc)
+        yield f"redis://127.0.0.1:{port}/0"
