@@ -34,6 +34,7 @@ FUNCTIONS = {
     "mlp/sqs.json": "MlpBatchFunction",
     "ranker/http-api-v2.json": "RankerHttpFunction",
     "ranker/sqs.json": "RankerBatchFunction",
+    "drift/schedule.json": "DriftFunction",
 }
 
 
@@ -138,3 +139,12 @@ def test_mlp_and_ranker_events(sam_stack: dict[str, str]) -> None:
     for model in ("mlp", "ranker"):
         listed = boto3.client("s3").list_objects_v2(Bucket=RESULTS, Prefix=f"results/{model}/")
         assert listed["KeyCount"] == 2
+
+
+def test_drift_schedule_event(sam_stack: dict[str, str]) -> None:
+    """The scheduled drift check of template.yaml's models over the day before the event's time: the examples are
+    published without a baseline, which each model's summary names (tests/monitoring checks the metrics)."""
+    answer, _ = invoke(sam_stack, "drift/schedule.json")
+    assert (answer["since"], answer["until"]) == ("2026-12-01T00:00:00+00:00", "2026-12-02T00:00:00+00:00")
+    assert [(m["model"], m["status"]) for m in answer["models"]] == [(m, "error") for m in ("iris", "mlp", "ranker")]
+    assert all("has no baseline: publish it with --baseline" in m["reason"] for m in answer["models"])
