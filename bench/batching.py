@@ -34,6 +34,7 @@ import numpy as np
 from modelfn_tools.localserver import free_port
 
 from bench.loadgen import load, pinned
+from modelfn.batching.costs import MARGIN
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -417,8 +418,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"Cross-over: joining lost up to a single-row run of {cross.get('joining_loses_up_to_us')} µs and won from "
-        f"{cross.get('joining_wins_from_us')} µs (saving per batch at 16 rows against the batcher's measured cost: "
-        "adaptive joins where the saving is at least twice the cost).",
+        f"{cross.get('joining_wins_from_us')} µs. Adaptive compares the saving of a 16-row joined run with its cost "
+        f"(16 round trips to the worker thread), both measured at start, and joins where the saving is at least "
+        f"{MARGIN:g}× the cost.",
     ]
     return "\n".join(lines) + "\n"
 
