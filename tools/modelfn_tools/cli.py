@@ -66,6 +66,17 @@ def cmd_traffic(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollout(a: argparse.Namespace) -> int:
+    from modelfn_tools.publish import settings_store
+    from modelfn_tools.rollout import Monitor, parse_steps, print_event, start
+
+    if a.max_error_rate is not None and not 0 <= a.max_error_rate <= 1:
+        raise InvalidInput(f"--max-error-rate {a.max_error_rate} is not a fraction in 0..1")
+    monitor = Monitor(a.name, a.to, a.alarm, a.max_error_rate, a.min_requests)
+    rollout = start(settings_store(a.store), a.name, a.to, parse_steps(a.steps), a.interval, monitor, print_event)
+    return 0 if rollout.run() else 1
+
+
 def cmd_import_triton(a: argparse.Namespace) -> int:
     from modelfn_tools.publish import settings_store
     from modelfn_tools.triton_import import import_triton
@@ -128,6 +139,13 @@ def cmd_invoke(a: argparse.Namespace) -> int:
     return run_invoke(a.function, a.event, a.template, a.env_vars)
 
 
+def cmd_new(a: argparse.Namespace) -> int:
+    from modelfn_tools.new import new_model
+
+    _print(new_model(a.name, Path(a.model), a.store))
+    return 0
+
+
 def cmd_score(a: argparse.Namespace) -> int:
     from modelfn_tools.score import exit_status, score
 
@@ -152,7 +170,7 @@ def cmd_drift(a: argparse.Namespace) -> int:
 def cmd_dev(a: argparse.Namespace) -> int:
     from modelfn_tools.dev import run_dev
 
-    return run_dev(a.host, a.port, a.s3_port, a.once, a.workdir)
+    return run_dev(a.host, a.port, a.s3_port, a.once, a.workdir, a.grpc_port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,6 +225,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shadow", metavar="TARGET[:PERCENT]", help="also score PERCENT (default 100) %% on TARGET")
     s.add_argument("--clear", action="store_true", help="start from no traffic (alone: remove it all)")
     s.set_defaults(fn=cmd_traffic)
+
+    s = sub.add_parser(
+        "rollout",
+        help="move traffic to a version step by step, rolling back on a CloudWatch alarm",
+        description="Gives VERSION each step's share of the requests that name no version (a split against "
+        "the 'stable' label), waits --interval seconds while polling the alarms, and at 100 points 'stable' at "
+        "VERSION. An alarm in ALARM (or the error-rate bound passed) clears the split at once; 'stable' is "
+        "untouched. Each step is printed as a JSON line and recorded in <model>/rollout.json and "
+        "<model>/rollouts/.",
+        epilog="exit status: 0 promoted; 1 rolled back (the reason is the last line); 2 refused or failed "
+        "(rolled back; the reason is on stderr)",
+    )
+    s.add_argument("--store")
+    s.add_argument("--name", required=True)
+    s.add_argument("--to", type=int, required=True, metavar="VERSION", help="the published version to roll out")
+    s.add_argument("--steps", default="10,50,100", help="percentages for VERSION, ending at 100 (default 10,50,100)")
+    s.add_argument("--interval", type=float, default=300.0, help="seconds to watch each step (default 300)")
+    s.add_argument("--alarm", action="append", default=[], metavar="NAME", help="CloudWatch alarm (repeatable)")
+    s.add_argument(
+        "--max-error-rate",
+        type=float,
+        metavar="R",
+        help="roll back when VERSION's share of 5xx answers (metric modelfn/Requests) passes R (0..1)",
+    )
+    s.add_argument(
+        "--min-requests", type=int, default=20, help="requests VERSION must have answered before R is judged"
+    )
+    s.set_defaults(fn=cmd_rollout)
 
     s = sub.add_parser(
         "import-triton",
@@ -311,10 +357,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON instead of the table")
     s.set_defaults(fn=cmd_drift)
 
+    s = sub.add_parser(
+        "new",
+        help="add a model to the Lambda deployment: publish it, write functions/NAME and events/NAME, extend "
+        "template.yaml",
+    )
+    s.add_argument("name", help="the model's name (lowercase letters, digits, '-')")
+    s.add_argument("--model", required=True, help="path to MODEL.onnx")
+    s.add_argument("--store", help="store URI (default: the one `make demo` serves, s3://modelfn-models/models)")
+    s.set_defaults(fn=cmd_new)
+
     s = sub.add_parser("dev", help="embedded S3 (moto) + example models + the API, kept running")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--s3-port", type=int, default=0, help="moto server port (default: a free one)")
+    s.add_argument("--grpc-port", type=int, default=8001, help="gRPC (Open Inference Protocol) port; 0: none")
     s.add_argument("--once", action="store_true", help="exit after the tour (what `make demo ONCE=1` runs)")
     s.add_argument("--workdir", help="where example models are built (default: a temporary folder)")
     s.set_defaults(fn=cmd_dev)
