@@ -60,12 +60,15 @@ def run(quick: bool, *, rows: int | None = None, repeats: int | None = None) -> 
         from modelfn import spark as modelfn_spark
 
         os.environ["PYSPARK_PYTHON"] = sys.executable
+        os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
         t0 = time.perf_counter()
         spark = (
             SparkSession.builder.master(f"local[{cores}]")
             .appName("modelfn-bench")
             .config("spark.ui.enabled", "false")
             .config("spark.driver.memory", "2g")
+            .config("spark.driver.host", "127.0.0.1")  # loopback only: nothing leaves this machine
+            .config("spark.driver.bindAddress", "127.0.0.1")
             .getOrCreate()
         )
         spark.sparkContext.setLogLevel("ERROR")
