@@ -71,7 +71,7 @@ def test_gpu_image_base_user_port_and_entrypoint() -> None:
     [user] = args_of(GPU, "USER")
     assert user.split(":")[0] not in ("0", "root")
     assert "useradd" in " ".join(args_of(GPU, "RUN")) and "--uid 10001" in " ".join(args_of(GPU, "RUN"))
-    assert args_of(GPU, "EXPOSE") == ["8080", "8001"]  # HTTP; gRPC when MODELFN_GRPC_PORT=8001
+    assert args_of(GPU, "EXPOSE") == ["8080 8001"]  # HTTP; gRPC when MODELFN_GRPC_PORT=8001
     assert args_of(GPU, "ENTRYPOINT") == ['["python", "-m", "modelfn.container"]']
     assert args_of(GPU, "CMD") == ['["serve"]']
     env = " ".join(args_of(GPU, "ENV"))
