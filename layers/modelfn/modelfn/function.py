@@ -16,8 +16,10 @@ from modelfn.hooks import Hooks
 from modelfn.model.loaded import LoadedModel
 from modelfn.protocols.plain import Postprocess, Preprocess
 from modelfn.registry import ModelRegistry
+from modelfn.service.request import CACHE_HEADER
 from modelfn.settings import Settings
 from modelfn.store import ObjectStore, open_store
+from modelfn.telemetry import names
 from modelfn.telemetry.names import CAPTURE_DROPPED, CAPTURE_WRITTEN
 
 log = logging.getLogger("modelfn")
@@ -129,7 +131,8 @@ class ModelFunction:
             self._load_reported = True
 
     def _timed(self, kind: str, fn: Any, event: dict[str, Any], context: Any) -> Any:
-        self._report_load()
+        if not self._load_reported:
+            self._report_load()
         started = time.perf_counter()
         try:
             result = fn(event, context)
@@ -170,16 +173,14 @@ class ModelFunction:
     def _report_strategies(self, response: dict[str, Any]) -> None:
         """The response cache's hit or miss and the shadow's comparison of this invoke, as EMF metrics under the
         catalogue's names (telemetry/names.py), so Lambda and servers name them alike."""
-        from modelfn.service.request import CACHE_HEADER
-        from modelfn.telemetry import names
-
         cache = (response.get("headers") or {}).get(CACHE_HEADER)
         if cache is not None:
             self.obs.count((names.CACHE_HITS if cache == "hit" else names.CACHE_MISSES).emf_name)
         shadows = self.service.shadows
-        compared, shadows.last = shadows.last, None
+        compared = shadows.last
         if compared is None:
             return
+        shadows.last = None
         self.obs.count(names.SHADOW_REQUESTS.emf_name)
         if compared.error is not None:
             self.obs.count(names.SHADOW_ERRORS.emf_name)

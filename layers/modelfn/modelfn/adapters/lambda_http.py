@@ -35,13 +35,13 @@ def _lower(headers: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in (headers or {}).items()}
 
 
-def _is_text(content_type: str) -> bool:
-    return content_type.startswith((JSON, "text/"))
+TEXT = (JSON, "text/")
+"""Content types answered as text; anything else is base64 with isBase64Encoded."""
 
 
 def _encoded(response: Response) -> dict[str, Any]:
     headers = {"content-length": str(len(response.body)), **response.headers}
-    binary = not _is_text(response.content_type)
+    binary = not headers.get("content-type", "").startswith(TEXT)
     body = base64.b64encode(response.body).decode() if binary else response.body.decode("utf-8")
     return {"statusCode": response.status, "headers": headers, "body": body, "isBase64Encoded": binary}
 
@@ -62,9 +62,7 @@ class HttpApi:
             headers["cookie"] = "; ".join(event["cookies"])
         return Request(ctx["http"].get("method", ""), path, event.get("rawQueryString") or "", headers, _body(event))
 
-    @staticmethod
-    def response(response: Response) -> dict[str, Any]:
-        return _encoded(response)
+    response = staticmethod(_encoded)
 
 
 class RestApi:
@@ -136,13 +134,16 @@ def source_ip(event: LambdaEvent) -> str | None:
     return str(ip) if ip else None
 
 
+_HTTP_API, _REST_API = HttpApi(), RestApi()
+
+
 def source_of(event: LambdaEvent) -> HttpApi | RestApi | Alb | None:
     if HttpApi.matches(event):
-        return HttpApi()
+        return _HTTP_API
     if Alb.matches(event):
         return Alb("multiValueHeaders" in event)
     if RestApi.matches(event):
-        return RestApi()
+        return _REST_API
     return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -31,16 +32,21 @@ class LoadedModel:
     content_id: str = ""
     """A digest of every file the version loaded (graph and external data): what a cached answer is keyed by."""
 
-    @property
+    @cached_property
     def output_names(self) -> list[str]:
+        """Computed once: a version's signature never changes (read on every request)."""
         return [o.name for o in self.outputs]
 
     def predict(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Validate against the signature, run, return the requested outputs by name."""
-        names = list(outputs) if outputs else self.output_names
-        unknown = [n for n in names if n not in self.output_names]
-        if unknown:
-            raise InvalidInput(f"unknown output(s) {unknown}; the model has {self.output_names}")
+        known = self.output_names
+        if outputs:
+            names = list(outputs)
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise InvalidInput(f"unknown output(s) {unknown}; the model has {known}")
+        else:
+            names = known
         feed = validate_inputs(self.inputs, inputs)
         try:
             results = self.session.run(names, feed)
@@ -50,4 +56,4 @@ class LoadedModel:
         except UnicodeEncodeError as e:  # a str no UTF-8 can hold (a lone surrogate), e.g. from a preprocess hook
             strings = [s.name for s in self.inputs if s.datatype == "BYTES"]
             raise InvalidInput(f"string input(s) {strings}: a value is not encodable as UTF-8 ({e.reason})") from e
-        return dict(zip(names, (np.asarray(r) for r in results), strict=True))
+        return dict(zip(names, map(np.asarray, results), strict=True))

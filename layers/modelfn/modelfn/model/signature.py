@@ -88,8 +88,9 @@ class TensorSpec(BaseModel):
     datatype: str
     shape: list[int]
 
-    @property
+    @functools.cached_property
     def dtype(self) -> np.dtype[Any]:
+        """Kept on the spec after its first read (several per request)."""
         return V2_TO_NUMPY[self.datatype]
 
     def describe(self) -> str:
@@ -106,7 +107,12 @@ def spec_from_onnx(name: str, onnx_type: str, shape: Sequence[Any]) -> TensorSpe
 
 
 def shape_matches(expected: Sequence[int], actual: Sequence[int]) -> bool:
-    return len(expected) == len(actual) and all(e in (-1, a) for e, a in zip(expected, actual, strict=True))
+    if len(expected) != len(actual):
+        return False
+    for e, a in zip(expected, actual, strict=True):  # noqa: SIM110 - a loop, not all(genexpr): runs per request
+        if e not in (a, -1):
+            return False
+    return True
 
 
 def coerce(
@@ -346,24 +352,31 @@ def utf8(data: bytes | memoryview, where: str) -> str:
         ) from e
 
 
-def validate_inputs(specs: Sequence[TensorSpec], inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Check names, datatypes and shapes against the signature; the error says what was expected."""
-    by_name = {s.name: s for s in specs}
-    unknown = sorted(set(inputs) - set(by_name))
+def _refuse_names(specs: Sequence[TensorSpec], inputs: Mapping[str, Any]) -> NoReturn:
+    """400 naming the unknown inputs (first) or the missing ones, and what the model expects."""
+    names = {s.name for s in specs}
+    unknown = sorted(set(inputs) - names)
     if unknown:
         raise InvalidInput(f"unknown input(s) {unknown}; the model expects {[s.describe() for s in specs]}")
     missing = [s.describe() for s in specs if s.name not in inputs]
-    if missing:
-        raise InvalidInput(f"missing input(s): {missing}")
+    raise InvalidInput(f"missing input(s): {missing}")
+
+
+def validate_inputs(specs: Sequence[TensorSpec], inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Check names, datatypes and shapes against the signature; the error says what was expected."""
+    if len(inputs) != len(specs):  # as many inputs as the signature's, each of them present: none unknown
+        _refuse_names(specs, inputs)
+    for spec in specs:
+        if spec.name not in inputs:
+            _refuse_names(specs, inputs)
     batch: int | None = None
     checked: dict[str, np.ndarray] = {}
     for spec in specs:
         arr = inputs[spec.name]
-        label = f"input {spec.name!r}"
         if not isinstance(arr, np.ndarray):  # a hook's plain lists get the JSON rules
-            arr = coerce(spec, arr, where=label)
+            arr = coerce(spec, arr, where=f"input {spec.name!r}")
         elif arr.dtype != spec.dtype or spec.datatype == "BYTES":
-            arr = cast(spec, arr, label)
+            arr = cast(spec, arr, f"input {spec.name!r}")
         if not shape_matches(spec.shape, arr.shape):
             raise InvalidInput(f"input {spec.name!r} has shape {list(arr.shape)}, expected {spec.shape} (-1: any size)")
         if spec.shape and spec.shape[0] == -1 and arr.ndim:

@@ -14,11 +14,20 @@ def split_rows(results: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
     """Batch-major outputs as one {output: value} dict per row (TF `predictions`, plain `/predict`). Values stay
     numpy (rows of arrays, scalars), which the JSON writer emits in their own precision: a float32 as 0.1, not
     as the double 0.10000000149011612."""
-    sizes = {a.shape[0] if a.ndim else None for a in results.values()}
-    if len(sizes) != 1 or None in sizes:
+    items = list(results.items())
+    count = items[0][1].shape[0] if items and items[0][1].ndim else -1
+    shared = count >= 0
+    for _, a in items:  # plain loops: on the warm path comprehensions' own calls cost more than one row's work
+        shared = shared and a.ndim > 0 and a.shape[0] == count
+    if not shared:
         raise InvalidInput("the model's outputs do not share a batch dimension; ask for whole tensors instead")
-    count = sizes.pop() or 0
-    return [{name: a[i] for name, a in results.items()} for i in range(count)]
+    rows: list[dict[str, Any]] = []
+    for i in range(count):
+        row = {}
+        for name, a in items:
+            row[name] = a[i]
+        rows.append(row)
+    return rows
 
 
 def request_id(rid: Any) -> str | None:

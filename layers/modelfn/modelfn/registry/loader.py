@@ -179,8 +179,10 @@ class ModelCache:
         key = (repo.uri, name, version)
         model = self._models.get(key)
         if model is not None:
-            with suppress(KeyError):  # unloaded in between by another thread: this caller still holds the model
+            try:  # noqa: SIM105 - not contextlib.suppress: three calls on every request
                 self._models.move_to_end(key)
+            except KeyError:  # unloaded in between by another thread: this caller still holds the model
+                pass
         return model
 
     def get(self, repo: ModelRepository, name: str, version: int, settings: Settings) -> LoadedModel:

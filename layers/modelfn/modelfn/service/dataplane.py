@@ -1,14 +1,19 @@
 """The data plane: what each route does, transport-neutral (as MLServer's DataPlane). Inference is split in
 steps — which model and version (`target`), decode (`codec`), predict (the runner), encode — so that servers can
 run each step inline or in a worker thread and the batcher can sit between decode and encode; the Lambda path runs
-them in a row. Every other action is a plain function of the registry."""
+them in a row. Every other action is a plain function of the registry.
+
+The v2 and TF Serving codecs and the response cache are imported where they are first used: a Lambda function's
+cold start serving /predict imports neither."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from time import perf_counter
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,11 +21,10 @@ from modelfn import __version__, jsonio
 from modelfn.errors import InvalidInput, ModelNotFound
 from modelfn.hooks import Hooks
 from modelfn.model.loaded import LoadedModel
-from modelfn.protocols import plain, tfserving, v2
+from modelfn.protocols import plain
 from modelfn.protocols.sizes import SizeLimits
 from modelfn.registry import ModelRegistry
 from modelfn.registry.loader import number_or_label
-from modelfn.service.cache import ResponseCache, Results, cache_key
 from modelfn.service.request import (
     CACHE_HEADER,
     JSON,
@@ -34,6 +38,9 @@ from modelfn.service.request import (
 from modelfn.service.routes import Codec
 from modelfn.service.traffic import TrafficRouter
 from modelfn.store.layout import check_label, check_name
+
+if TYPE_CHECKING:
+    from modelfn.service.cache import ResponseCache, Results
 
 Encoded = tuple[bytes, dict[str, str]]
 NO_HOOKS = Hooks()
@@ -79,12 +86,12 @@ def tf_version(version: str | None, label: str | None) -> int | str | None:
     return check_label(label) if label is not None else None
 
 
-def _v2_header_length(headers: Mapping[str, str]) -> int | None:
-    raw = headers.get(v2.HEADER.lower())
+def _v2_header_length(headers: Mapping[str, str], header: str) -> int | None:
+    raw = headers.get(header.lower())
     if raw is None:
         return None
     if not raw.strip().isdigit():
-        raise InvalidInput(f"{v2.HEADER} must be a non-negative integer, got {raw!r}")
+        raise InvalidInput(f"{header} must be a non-negative integer, got {raw!r}")
     return int(raw)
 
 
@@ -96,8 +103,28 @@ class DataPlane:
         self.default_model = default_model
         self.hooks = dict(hooks or {})
         self.limits = SizeLimits.from_settings(registry.settings)
-        self.cache = ResponseCache.from_settings(registry.settings)
+        self.cache: ResponseCache | None = None
+        settings = registry.settings
+        if settings.response_cache_mb or settings.response_cache_url:  # else off: its module is not even imported
+            from modelfn.service.cache import ResponseCache, cache_key
+
+            self.cache = ResponseCache.from_settings(settings)
+            self._cache_key = cache_key
         self.traffic = TrafficRouter(registry)
+
+    @cached_property
+    def _v2(self) -> ModuleType:
+        """modelfn.protocols.v2, imported on the first v2 request (then an attribute read, as a global would be)."""
+        from modelfn.protocols import v2
+
+        return v2
+
+    @cached_property
+    def _tf(self) -> ModuleType:
+        """modelfn.protocols.tfserving, imported on the first TF Serving request."""
+        from modelfn.protocols import tfserving
+
+        return tfserving
 
     # ---- inference ---------------------------------------------------------------------------------------
     def target(
@@ -108,12 +135,13 @@ class DataPlane:
         if codec != "plain" or "name" in params:  # TorchServe's /predictions/{name} names it in the path
             name, version = self.model_version(params, tf=codec == "tf")
         else:
-            found = request.query_param("model") or self.default_model
+            found = (request.query and request.query_param("model")) or self.default_model
             if found is None:
                 if cached_only and self.registry.cached_model_names() is None:
                     return None
                 found = self.only_model()
-            name, version = check_name(found), self.pinned(found, None)
+            name = found if found == self._valid_default else check_name(found)
+            version = self.pinned(found, None)
         if version is not None:
             return Target(name, version)
         return self.routed(name, request, cached_only)
@@ -124,14 +152,32 @@ class DataPlane:
         if known is None and cached_only:
             return None
         traffic = known[0] if known is not None else self.traffic.current(name)
+        if traffic is None:  # no traffic.json: the default version, nothing drawn
+            return Target(name, None, True)
         choice = self.traffic.choose(name, traffic, request.headers)
         return Target(name, number_or_label(choice.target), True, choice.shadow)
 
     def pinned(self, name: str, version: int | str | None) -> int | str | None:
         """The version asked for; when none, the function's own model runs MODELFN_VERSION (default: stable)."""
         if version is None and name == self.default_model:
-            return parse_version(self.registry.settings.version)
+            return self._default_version
         return version
+
+    @cached_property
+    def _default_version(self) -> int | str | None:
+        """MODELFN_VERSION, parsed once (a bad one is refused on every request: an exception is not cached)."""
+        return parse_version(self.registry.settings.version)
+
+    @cached_property
+    def _valid_default(self) -> str | None:
+        """The default model's name once it has passed check_name (None: not yet, or none): /predict's requests
+        then skip the check."""
+        if self.default_model is None:
+            return None
+        try:
+            return check_name(self.default_model)
+        except InvalidInput:
+            return None
 
     def only_model(self) -> str:
         """/predict without a model name: the only model served (from the cached list when there is one)."""
@@ -162,8 +208,9 @@ class DataPlane:
         body = request_body(request, self.registry.settings.max_body_bytes) if parsed is None else b""
         headers = request.headers
         if codec == "v2":
-            return self._decode_v2(model, body, headers, parsed, self.limits)
+            return self._decode_v2(model, body, headers, parsed)
         if codec == "tf":
+            tfserving = self._tf
             tf = (
                 tfserving.decode_parsed(parsed, model, self.limits)
                 if parsed is not None
@@ -177,14 +224,12 @@ class DataPlane:
             inputs = plain.decode_request(body, model, hooks.preprocess, self.limits)
         return Decoded(inputs, None, lambda r: (jsonio.dumps(plain.encode_response(r, model, hooks.postprocess)), {}))
 
-    @staticmethod
-    def _decode_v2(
-        model: LoadedModel, body: bytes, headers: Mapping[str, str], parsed: Any, limits: SizeLimits
-    ) -> Decoded:
+    def _decode_v2(self, model: LoadedModel, body: bytes, headers: Mapping[str, str], parsed: Any) -> Decoded:
+        v2, limits = self._v2, self.limits
         if parsed is not None:
             req = v2.decode_parsed(parsed, memoryview(b""), model, limits)
         else:
-            req = v2.decode_request(body, _v2_header_length(headers), model, limits)
+            req = v2.decode_request(body, _v2_header_length(headers, v2.HEADER), model, limits)
 
         def encode(results: Mapping[str, np.ndarray]) -> Encoded:
             content, json_len = v2.encode_response(model, results, req.binary_outputs, req.id)
@@ -198,7 +243,7 @@ class DataPlane:
         """The response cache's key and hit for a decoded request: (None, None) with the cache off."""
         if self.cache is None:
             return None, None
-        key = cache_key(model.name, model.content_id or model.sha256, codec, decoded.outputs, decoded.inputs)
+        key = self._cache_key(model.name, model.content_id or model.sha256, codec, decoded.outputs, decoded.inputs)
         return key, self.cache.get(model.name, key)
 
     def predict(
@@ -206,7 +251,7 @@ class DataPlane:
     ) -> tuple[Results, InferenceRecord, bool | None]:
         """The model's results (from the response cache when it holds them), what ran, and whether it was a
         cache hit (None with the cache off)."""
-        key, hit = self.cached(codec, model, decoded)
+        key, hit = (None, None) if self.cache is None else self.cached(codec, model, decoded)
         started = perf_counter()
         results = hit if hit is not None else model.predict(decoded.inputs, decoded.outputs)
         record = InferenceRecord(decoded.inputs, results, perf_counter() - started, model.content_id or model.sha256)
@@ -245,7 +290,7 @@ class DataPlane:
 
     def v2_model(self, name: str, version: int | str | None) -> Response:
         model = self.registry.get(name, version)
-        answer = v2.metadata(model, self.registry.versions(name))
+        answer = self._v2.metadata(model, self.registry.versions(name))
         return json_response(answer, headers={VERSION_HEADER: str(model.version)})
 
     def v2_model_ready(self, name: str, version: int | str | None) -> Response:
@@ -257,11 +302,11 @@ class DataPlane:
 
     def tf_status(self, name: str, version: int | str | None) -> Response:
         status = self.registry.status(name, version)
-        return json_response(tfserving.status([(status.version, status.ready, status.error)]))
+        return json_response(self._tf.status([(status.version, status.ready, status.error)]))
 
     def tf_metadata(self, name: str, version: int | str | None) -> Response:
         model = self.registry.get(name, version)
-        return json_response(tfserving.metadata(model), headers={VERSION_HEADER: str(model.version)})
+        return json_response(self._tf.metadata(model), headers={VERSION_HEADER: str(model.version)})
 
     def health(self, extra: Mapping[str, Any] | None = None) -> Response:
         loaded = {

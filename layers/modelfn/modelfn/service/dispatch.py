@@ -10,11 +10,11 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from functools import cached_property
 from time import perf_counter
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from modelfn.hooks import Hooks
 from modelfn.registry import ModelRegistry
-from modelfn.service import triton
 from modelfn.service.auth import ApiKeys
 from modelfn.service.dataplane import DataPlane
 from modelfn.service.limits import RateLimiter
@@ -38,6 +38,13 @@ Observer = Callable[[Request, Response, float], None]
 inference's 200 the `record` of what ran) and the seconds the service spent on it: statistics, metrics, capture.
 An observer must be quick (an append, a counter); one that raises is logged and never changes the response."""
 """Builds an action of a route added to the core table (the container's /ping, /invocations), given the service."""
+
+
+def _triton() -> ModuleType:
+    """Triton's extensions (service/triton.py), imported by their first request: no cold start needs them."""
+    from modelfn.service import triton
+
+    return triton
 
 
 class Service:
@@ -86,9 +93,11 @@ class Service:
             ),
             "openapi": lambda r, p: Response(200, self.openapi_document, {"content-type": "application/json"}),
             "docs": lambda r, p: self.docs_page(r),
-            "triton_config": lambda r, p: triton.config_response(plane, p),
-            "triton_index": lambda r, p: triton.repository_index(plane, r),
-            "triton_stats": lambda r, p: triton.statistics_response(InferenceStatistics.of(self.observers), plane, p),
+            "triton_config": lambda r, p: _triton().config_response(plane, p),
+            "triton_index": lambda r, p: _triton().repository_index(plane, r),
+            "triton_stats": lambda r, p: _triton().statistics_response(
+                InferenceStatistics.of(self.observers), plane, p
+            ),
         }
 
     # ---- admission ---------------------------------------------------------------------------------------

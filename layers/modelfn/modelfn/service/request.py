@@ -153,4 +153,7 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
 
 def request_body(request: Request, limit: int) -> bytes:
     """The request's body, inflated and within the limit: what every codec reads."""
-    return decompress(request.body, content_encoding(request.headers), limit)
+    body = request.body
+    if "content-encoding" not in request.headers and len(body) <= limit:  # the common case, without two calls
+        return body
+    return decompress(body, content_encoding(request.headers), limit)

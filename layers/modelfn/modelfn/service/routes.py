@@ -5,7 +5,8 @@ route is defined exactly once and the document describes exactly what is served.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 from modelfn.errors import ModelfnError
@@ -39,15 +40,19 @@ class Route:
     public: bool = False
     query: tuple[str, ...] = ()
     """Query parameters the route reads (documented in OpenAPI)."""
-    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.public and self.params:
+            raise ValueError(f"{self.template}: a public route must be a fixed path (admission compares paths)")
+
+    @cached_property
+    def pattern(self) -> re.Pattern[str]:
+        """Compiled on first use, not when the table is built: a cold start's first request (a fixed path such as
+        /predict, matched by dictionary) compiles none of the table's thirty patterns."""
         # A parameter is one path segment without ':' (TF Serving's `:predict` follows the model name).
         parts = _PARAM.split(self.template)
         regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/:]+)" for i, p in enumerate(parts))
-        object.__setattr__(self, "pattern", re.compile(f"^{regex}$"))
-        if self.public and self.params:
-            raise ValueError(f"{self.template}: a public route must be a fixed path (admission compares paths)")
+        return re.compile(f"^{regex}$")
 
     @property
     def params(self) -> list[str]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from modelfn.errors import ModelfnError
-from modelfn.service.request import CACHE_HEADER, InferenceRecord, Request, Response
+from modelfn.service.request import CACHE_HEADER, Request, Response
 from modelfn.service.routes import Route, RouteTable
 
 if TYPE_CHECKING:
@@ -145,15 +145,15 @@ class InferenceStatistics:
 
     def __call__(self, request: Request, response: Response, seconds: float) -> None:
         record = response.record
-        if record is not None and response.model is not None and response.version is not None:
-            self._success(response.model, response.version, record, response.headers.get(CACHE_HEADER), seconds)
+        name, version = response.model, response.version
+        if record is not None and name is not None and version is not None:  # a success, counted here (per request)
+            rows = rows_of(record.inputs)
+            cache = response.headers.get(CACHE_HEADER)
+            with self._lock:
+                stats = self._stats.get((name, version)) or self._version(name, version)
+                stats.succeeded(rows, int(seconds * NS), int(record.predict_seconds * NS), cache)
         elif response.status >= 400 and response.status not in REFUSED and response.route in self._inference:
             self._failure(request, self._inference[response.route], seconds)
-
-    def _success(self, name: str, version: int, record: InferenceRecord, cache: str | None, seconds: float) -> None:
-        rows = rows_of(record.inputs)
-        with self._lock:
-            self._version(name, version).succeeded(rows, int(seconds * NS), int(record.predict_seconds * NS), cache)
 
     def _failure(self, request: Request, route: Route, seconds: float) -> None:
         """On the version the request would have run, found without I/O (a failure never waits on the store)."""

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -33,7 +33,9 @@ from modelfn.registry import ModelRegistry
 from modelfn.registry.labels import Resolutions
 from modelfn.registry.loader import number_or_label
 from modelfn.service.request import InferenceRecord
-from modelfn.store.traffic import Traffic
+
+if TYPE_CHECKING:  # a model without traffic.json never builds its pydantic models (cold start)
+    from modelfn.store.traffic import Traffic
 
 log = logging.getLogger("modelfn")
 

@@ -26,6 +26,7 @@ CLAIM = ".claim"
 BASELINE = "baseline.json"
 """The version's reference statistics for drift (modelfn.monitoring.baseline), from `modelfn publish --baseline`."""
 LABELS = "labels.json"
+TRAFFIC = "traffic.json"
 RESERVED = frozenset({ARTIFACT, MANIFEST, SIGNATURE, CLAIM, BASELINE})
 """Names in a version folder that belong to the layout: an external-data file may not take one."""
 
@@ -127,6 +128,10 @@ def baseline_key(name: str, version: int) -> str:
     return f"{name}/{version}/{BASELINE}"
 
 
+def traffic_key(name: str) -> str:
+    return f"{name}/{TRAFFIC}"
+
+
 def labels_key(name: str) -> str:
     return f"{name}/{LABELS}"
 
@@ -151,10 +156,8 @@ class ModelRepository:
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
-
-    @property
-    def uri(self) -> str:
-        return self.store.uri
+        self.uri: str = store.uri
+        """The store's URI: part of every cache key a request looks up (an attribute, read on every request)."""
 
     def models(self) -> list[str]:
         return [n for n in self.store.list_dirs("") if _NAME.match(n)]
@@ -179,13 +182,13 @@ class ModelRepository:
     def traffic(self, name: str) -> Traffic | None:
         """The model's traffic.json (None when absent or empty); a malformed one is InvalidTraffic (a StoreError),
         logged with where it is."""
-        from modelfn.store.traffic import parse_traffic, traffic_key
-
         key = traffic_key(check_name(name))
         try:
             data = self.store.read_bytes(key)
         except ModelNotFound:
             return None
+        from modelfn.store.traffic import parse_traffic  # its pydantic models are built only when a file exists
+
         try:
             return parse_traffic(data, f"the traffic of model {name!r}")
         except StoreError as e:

@@ -14,9 +14,22 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modelfn.errors import InvalidInput, StoreError
-from modelfn.store.layout import check_label
+from modelfn.store.layout import TRAFFIC, check_label, traffic_key
 
-TRAFFIC = "traffic.json"
+__all__ = [
+    "TRAFFIC",
+    "InvalidTraffic",
+    "Shadow",
+    "Traffic",
+    "check_header",
+    "check_target",
+    "dump_traffic",
+    "make_traffic",
+    "parse_traffic",
+    "target_version",
+    "traffic_key",
+]
+
 _VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]{1,128}$")
 """RFC 9110 `token` (a header field name), lower case: header names are case-insensitive, and the runtime
@@ -26,10 +39,6 @@ compares them lower-cased."""
 class InvalidTraffic(StoreError):
     """traffic.json in the store is malformed (502, like any unreadable store object): the runtime logs it and
     keeps serving the default version rather than failing requests."""
-
-
-def traffic_key(name: str) -> str:
-    return f"{name}/{TRAFFIC}"
 
 
 def check_target(target: str) -> str:

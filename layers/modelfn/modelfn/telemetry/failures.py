@@ -53,6 +53,10 @@ class FailedRequests(ResponseObserver):
     def __init__(self, table: RouteTable, plane: DataPlane) -> None:
         self.attribute = Attribution(table, plane)
 
+    def __call__(self, request: Request, response: Response, seconds: float) -> None:
+        if response.status >= 400:  # a success costs one comparison, not the once-only bookkeeping and a call
+            super().__call__(request, response, seconds)
+
     def observe(self, request: Request, response: Response, seconds: float) -> None:
         if response.status < 400 or response.status in REFUSED:
             return
