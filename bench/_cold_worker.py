@@ -4,7 +4,7 @@ Phases, timed from the first line of this script (the interpreter's own start-up
 adds): imports, init (fetch, session creation and, for modelfn, its warm-up run), first request. Imports come first
 explicitly so that they can be told apart; the total is what the natural order costs. The result goes, as one JSON
 line, to the file descriptor in BENCH_RESULT_FD the moment the first response exists (the parent timestamps it);
-stdout (Powertools' EMF) goes wherever the parent sent it. Only the standard library is imported at the top."""
+stdout (the EMF documents) goes wherever the parent sent it. Only the standard library is imported at the top."""
 
 import json
 import os

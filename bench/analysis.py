@@ -46,63 +46,37 @@ def _warm_invoke(res: dict[str, Any], profile: str) -> str:
     def p50(k: str) -> float:
         return float(r.get(k, {}).get("p50", float("nan")))
 
-    full, mangum = p50("modelfn"), p50("modelfn without Powertools (the Lambda HTTP adapter and the service)")
+    full, bare = p50("modelfn"), p50("modelfn without its metrics and logs (the Lambda HTTP adapter and the service)")
     core, run = p50("modelfn core (decode, run, encode; no ASGI)"), p50("session.run alone")
     base, seed = p50("minimal handler"), p50("seed-style app")
     return f"""A warm invoke's p50, layer by layer (µs): session.run alone {run:.0f}; modelfn's protocol core
-(orjson decode, validation, run, encode) {core:.0f}; the real handler (the Lambda HTTP adapter and the service's
-route table, no ASGI) inside the Powertools Logger and Metrics decorators, {full:.0f}; the same without the Powertools
-decorators, {mangum:.0f}. The minimal
+(orjson decode, value checks, run, encode) {core:.0f}; the Lambda HTTP adapter and the service (route table, target,
+observers) {bare:.0f}; the real handler with its per-invoke EMF document and log context, {full:.0f}. The minimal
 handler takes {base:.0f} and the seed-style app {seed:.0f}. modelfn's protocol work alone takes {core / base:.2f}× the
-hand-written handler's time; the rest of the gap ({full - core:.0f} µs) is Powertools' per-invoke work (Lambda
-context injection, the EMF metric set serialised and printed on every invoke) and modelfn's own metrics.
+hand-written handler's time; the rest of the gap ({full - core:.0f} µs) is the adapter, the service's dispatch and its
+observers (statistics, failure log) and the EMF document written on every invoke.
 
-What would close it: fewer per-invoke metrics (one EMF document with latency only, the rest sampled), or EMF
-written by a cheaper serializer than Powertools' json.dumps path. Target ≤ 1.5× the minimal handler means
-≤ {1.5 * base:.0f} µs here.
+What would close it: fewer Python frames per invoke (about 160 calls per invoke in cProfile, 73 of them Python
+functions: the adapter's event translation, target and model lookup, value checks, observers, EMF), e.g. a
+precomputed per-route plan for the function's own model. Target ≤ 1.15× the minimal handler means
+≤ {1.15 * base:.0f} µs here.
 
 pyinstrument over modelfn's warm invokes (`bench/results/warm_invoke.profile.txt`):
 
 {_excerpt(profile)}"""
 
 
-def _import_ms(profile: str, module: str) -> str:
-    """A module's cumulative import time from the `-X importtime` table, as text."""
-    for line in profile.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[2] == module:
-            return f"{float(parts[0]):.0f} ms"
-    return "n/a"
-
-
 def _cold_start(res: dict[str, Any], profile: str) -> str:
     med = res["medians_ms"]
     m, w, b = med["modelfn"], med["modelfn (warm disk cache)"], med["minimal cold path"]
-    costly = ", ".join(
-        f"{label} {_import_ms(profile, mod)}"
-        for label, mod in (
-            ("fastapi", "fastapi"),
-            ("the X-Ray SDK (Powertools' Tracer)", "aws_xray_sdk.core"),
-            ("pydantic_settings", "pydantic_settings"),
-            ("boto3", "boto3"),
-            ("onnxruntime", "onnxruntime"),
-            ("numpy", "numpy"),
-        )
-        if _import_ms(profile, mod) != "n/a"
-    )
-    xray = (
-        " Powertools' Tracer imports the X-Ray SDK even when tracing is disabled, and its recorder builds a "
-        "botocore client at import: constructing the Tracer only when tracing is on (Lambda with active tracing) "
-        "takes that off every other cold start."
-        if _import_ms(profile, "aws_xray_sdk.core") != "n/a"
-        else ""
-    )
+    by_package = res.get("import_self_ms_by_package", {}).get("modelfn", {})
+    costly = ", ".join(f"{pkg} {ms:.0f} ms" for pkg, ms in list(by_package.items())[:12] if pkg != "(total)") or "n/a"
     rows = "\n".join(
         f"| {label} | {m[k]:.0f} | {w[k]:.0f} | {b[k]:.0f} |"
         for label, k in (
             ("interpreter start", "interpreter"),
             ("imports", "imports"),
-            ("fetch + init (S3 client, store reads, Powertools, app set-up)", "fetch"),
+            ("fetch + init (S3 client, store reads, app set-up)", "fetch"),
             ("session creation", "session"),
             ("warm-up run", "warmup"),
             ("first request", "first_request"),
@@ -119,12 +93,13 @@ A warm disk cache saves the artifact download only: the artifact is small, so th
 not transfer.
 
 Where it goes: the imports modelfn adds to onnxruntime + boto3 + numpy, then its init work before the first
-request. Cumulative import times in this run's profile: {costly}.{xray}
+request. `-X importtime` self time by package in this run (bench/cold_imports.py): {costly}.
 
-What would close it: import only what the event needs, when it needs it — FastAPI, its OpenAPI models and Mangum
-only for HTTP events (a direct event dispatcher on Lambda, see the warm-invoke note, would let HTTP functions skip
-them too), pydantic-settings replaced by a plain read of MODELFN_* — and keep the one S3 client. Target ≤ 1.2× means
-≤ {1.2 * b["wall"]:.0f} ms here.
+What would close it: pydantic off the Lambda path (Settings, the manifest's and the signature's models parsed by
+hand: pydantic and pydantic_core's import, its schema builds and its plugin scan over every installed distribution
+are most of what modelfn imports beyond the baseline), and fewer S3 round trips before the first answer (labels,
+manifest, artifact, then traffic.json on the first request, against the baseline's one get_object). Target ≤ 1.1×
+means ≤ {1.1 * b["wall"]:.0f} ms here.
 
 `python -X importtime` of one modelfn cold start, the costliest imports (`bench/results/cold_start.profile.txt`):
 

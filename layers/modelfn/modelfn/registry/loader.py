@@ -169,7 +169,7 @@ class ModelCache:
 
     def fresh(self, repo: ModelRepository, name: str, version: str | int | None, ttl: float) -> int | None:
         """The version a name resolves to if known within `ttl` seconds, else None: no I/O, no lock."""
-        label = number_or_label(version)
+        label = version if version is None else number_or_label(version)  # None (the default): the common case
         return label if isinstance(label, int) else self._labels.fresh((repo.uri, name, label), ttl)
 
     # ---- loaded versions -----------------------------------------------------------------------------------
