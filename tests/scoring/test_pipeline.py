@@ -106,16 +106,21 @@ def test_drain_handles_in_order_and_raises_its_error_in_the_caller() -> None:
 
 
 def test_drain_left_by_an_exception_does_not_wait_for_queued_items() -> None:
-    release = threading.Event()
+    started = threading.Event()
+    handled: list[int] = []
 
-    def handle(_: int) -> None:
-        release.wait(5)
+    def handle(i: int) -> None:
+        started.set()
+        time.sleep(0.2)
+        handled.append(i)
 
     with pytest.raises(RuntimeError, match="caller failed"), Drain(handle, depth=2) as drain:
         drain.put(1)
+        assert started.wait(5)
         drain.put(2)
+        drain.put(3)
         raise RuntimeError("caller failed")
-    release.set()
+    assert handled == [1]  # the item in hand is finished, the queued ones are dropped
     assert _stage_threads() == []
 
 
