@@ -162,9 +162,9 @@ def test_metrics_count_requests(container: Container) -> None:
         if line.startswith("modelfn_requests_total{"):
             labels, value = line.rsplit(" ", 1)
             samples[labels] = float(value)
-    infer = 'modelfn_requests_total{model="mlp",route="/v2/models/{name}/infer",status="200",version="2"}'
-    predict = 'modelfn_requests_total{model="mlp",route="/predict",status="200",version="2"}'
-    unknown = 'modelfn_requests_total{model="",route="/v2/models/{name}/ready",status="404",version=""}'
+    infer = 'modelfn_requests_total{model="mlp",route="/v2/models/{name}/infer",status_class="2xx",version="2"}'
+    predict = 'modelfn_requests_total{model="mlp",route="/predict",status_class="2xx",version="2"}'
+    unknown = 'modelfn_requests_total{model="",route="/v2/models/{name}/ready",status_class="4xx",version=""}'
     assert samples.get(infer, 0) >= 1, samples
     assert samples.get(predict, 0) >= 1, samples
     assert samples.get(unknown, 0) >= 1, samples

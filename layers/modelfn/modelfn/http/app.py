@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from modelfn.adapters.asgi import AsgiApp, Observer
 from modelfn.batching.batcher import Batcher
 from modelfn.capture import Capture
 from modelfn.hooks import Hooks
-from modelfn.http.metrics import PrometheusMetrics
 from modelfn.registry import ModelRegistry
 from modelfn.service.dispatch import ActionFactory, Service
 from modelfn.service.request import Request, Response
 from modelfn.service.routes import CORE_ROUTES, SERVER_ROUTES, Route
 from modelfn.types import Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from modelfn.http.metrics import PrometheusMetrics
 
 
 class ServerApp(AsgiApp):
@@ -83,6 +86,8 @@ def create_app(
     `batching` (None: settings.batching or any model's override) joins concurrent requests for one model version
     into one session.run (modelfn.batching); only long-running servers turn it on, never the Lambda path.
     `routes` get SERVER_ROUTES added; `observe` is told of every response the server sends, as the metrics are."""
+    from modelfn.http.metrics import PrometheusMetrics  # prometheus_client: servers only, never the Lambda path
+
     settings = registry.settings
     batcher = Batcher(settings, batching) if Batcher.wanted(settings, batching) else None
     metrics = PrometheusMetrics()
