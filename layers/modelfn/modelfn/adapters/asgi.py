@@ -40,9 +40,9 @@ async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) ->
         size += len(chunk)
         if size > limit:
             raise too_large(limit)
+        if not message.get("more_body", False):  # usually the first message: nothing to join then
+            return b"".join([*chunks, chunk]) if chunks else chunk
         chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 async def send_response(send: Send, response: Response) -> None:
@@ -76,8 +76,8 @@ class AsgiApp:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
-        headers = {bytes(k).decode("latin-1").lower(): bytes(v).decode("latin-1") for k, v in scope["headers"]}
-        query = bytes(scope.get("query_string", b"")).decode("latin-1")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        query = scope.get("query_string", b"").decode("latin-1")
         client = scope.get("client")
         request = Request(scope["method"], scope["path"], query, headers, b"", client[0] if client else None)
         try:
