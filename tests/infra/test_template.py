@@ -516,6 +516,8 @@ def test_http_api_routes_each_model_to_its_function_and_server_routes_to_the_def
             ("ANY", f"/v1/models/{m}"),
             ("ANY", f"/v1/models/{m}/{{proxy+}}"),
             ("POST", f"/v1/models/{m}:predict"),
+            ("POST", f"/predictions/{m}"),
+            ("POST", f"/predictions/{m}/{{version}}"),
         ):
             assert routes.pop(key) == fn, key
     for key in (
