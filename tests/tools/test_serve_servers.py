@@ -81,7 +81,7 @@ def test_uvicorn_workers(s3_store: str, tmp_path: Path) -> None:
 
 def test_flags() -> None:
     a = build_parser().parse_args(["serve"])
-    assert (a.server, a.workers, a.batching_always) == ("granian", 1, False)
+    assert (a.server, a.workers, a.batching_always) == ("uvicorn", 1, False)
     a = build_parser().parse_args(["serve", "--server", "uvicorn", "--workers", "3", "--batching-always"])
     assert (a.server, a.workers, a.batching_always) == ("uvicorn", 3, True)
     with pytest.raises(SystemExit):

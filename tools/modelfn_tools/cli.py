@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with batching, join even the models for which a joined run measured not worth it at start",
     )
     s.add_argument(
-        "--server", choices=["granian", "uvicorn"], default="granian", help="the HTTP server (default: granian)"
+        "--server", choices=["granian", "uvicorn"], default="uvicorn", help="the HTTP server (default: uvicorn)"
     )
     s.add_argument(
         "--workers",

@@ -1,4 +1,4 @@
-"""`modelfn serve`: the HTTP API under granian (or uvicorn), every model of a store (or a subset), preloaded before
+"""`modelfn serve`: the HTTP API under uvicorn (or granian), every model of a store (or a subset), preloaded before
 listening, in one or more worker processes; with `--functions DIR`, each function's hooks too, so `/predict`
 answers as the deployed Lambda function does."""
 
@@ -79,9 +79,11 @@ def load_function_hooks(functions: Path, store: str) -> dict[str, Hooks]:
 
 
 SERVERS = ("granian", "uvicorn")
-DEFAULT_SERVER = "granian"
-"""The HTTP server `modelfn serve` runs the app under unless --server says otherwise (bench/server_throughput.py
-measures both on one pinned core: see the README's Benchmarks)."""
+DEFAULT_SERVER = "uvicorn"
+"""The HTTP server `modelfn serve` runs the app under unless --server says otherwise. granian measured faster on one
+pinned core (bench/server_throughput.py: more req/s at less CPU per request), but under a slow-body attack
+(tests/http/test_slow_clients.py) the connections it holds back beyond its backpressure are accepted, and so closed,
+only a body deadline after the others: until that is settled uvicorn stays the default and granian is opt-in."""
 WORKER_CONFIG = "_MODELFN_SERVE_WORKER"
 """Environment variable by which `serve` hands its options to its worker processes (`worker_app`)."""
 
@@ -193,7 +195,7 @@ def serve(
         return 2
     try:
         settings = build_registry(store, models).settings  # the store and the settings are checked here, once
-        app = build_app(o) if server == "uvicorn" and workers == 1 else None
+        app = build_app(o) if workers == 1 else None  # one worker: this process serves, models loaded here
     except ModelfnError as e:
         print(f"modelfn serve: {e.message}", file=sys.stderr)
         return 1
@@ -204,7 +206,10 @@ def serve(
     if app is None:  # every worker builds its own app: models are never loaded before a fork
         hand_over(o, settings.intra_op_threads)
     if server == "granian":
-        _run_granian(o, keep_alive)
+        if app is not None:
+            _run_granian_here(app, o, keep_alive)
+        else:
+            _run_granian(o, keep_alive)
         return 0
     import uvicorn
 
@@ -230,23 +235,53 @@ def serve(
     return 0
 
 
+def _granian_options(o: ServeOptions, keep_alive: float) -> dict[str, Any]:
+    from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+
+    return {
+        "address": o.host,
+        "port": o.port,
+        "interface": Interfaces.ASGI,
+        "log_level": LogLevels(o.log_level.lower()),
+        "log_access": False,
+        "websockets": False,
+        "http1_settings": HTTP1Settings(header_read_timeout=int(keep_alive * 1000)),
+    }
+
+
+def _run_granian_here(app: Any, o: ServeOptions, keep_alive: float) -> None:
+    """One worker: granian's server embedded in this process (no fork), on uvloop where installed; SIGINT and
+    SIGTERM stop it gracefully (the app's lifespan shutdown runs)."""
+    import asyncio
+    import signal
+
+    from granian.server.embed import Server
+
+    logging.getLogger("_granian").addFilter(lambda record: "experimental" not in record.getMessage())
+    server = Server(app, **_granian_options(o, keep_alive))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.stop)
+        await server.serve()
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+
+
 def _run_granian(o: ServeOptions, keep_alive: float) -> None:
     """Granian (a Rust HTTP server) over the ASGI app, `o.workers` worker processes each building it. An idle
     keep-alive connection is closed after `keep_alive` seconds as uvicorn does (granian's header read timeout)."""
     from granian import Granian
-    from granian.constants import Interfaces, Loops
-    from granian.http import HTTP1Settings
-    from granian.log import LogLevels
+    from granian.constants import Loops
 
     Granian(
-        f"{__name__}:worker_app",
-        address=o.host,
-        port=o.port,
-        interface=Interfaces.ASGI,
-        workers=o.workers,
-        factory=True,
-        loop=Loops.auto,
-        log_level=LogLevels(o.log_level.lower()),
-        log_access=False,
-        http1_settings=HTTP1Settings(header_read_timeout=int(keep_alive * 1000)),
+        f"{__name__}:worker_app", workers=o.workers, factory=True, loop=Loops.auto, **_granian_options(o, keep_alive)
     ).serve()
