@@ -220,5 +220,10 @@ def test_on_lambda_the_comparison_and_cache_hits_are_emf_metrics(
         {k: v[0] if isinstance(v, list) else v for k, v in doc.items()} for doc in lines if "HttpLatency" in doc
     ]
     assert first["ShadowRequests"] == second["ShadowRequests"] == 1.0
+    # the request's own count, as `modelfn rollout --max-error-rate` reads it
+    assert first["Requests"] == 1.0 and (first["model"], first["version"], first["status_class"]) == ("m", "1", "2xx")
+    assert first["route"] == "/v2/models/{name}/infer"
+    directives = [d["Dimensions"] for d in lines[0]["_aws"]["CloudWatchMetrics"]]
+    assert directives == [[["service"]], [["model", "version", "route", "status_class"]]]
     assert first["ShadowAgreement"] == 1.0 and first["ShadowMaxAbsDiff"] == 0.0
     assert first["CacheMisses"] == 1.0 and second["CacheHits"] == 1.0

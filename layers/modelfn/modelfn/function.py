@@ -98,6 +98,10 @@ class ModelFunction:
         from modelfn.service.dispatch import Service
 
         service = Service(self.registry, default_model=self.name, hooks={self.name: self.hooks}, title=self.name)
+        if self.obs.metrics_on:
+            from modelfn.telemetry.lambda_requests import LambdaRequests
+
+            service.observers.append(LambdaRequests(service, self.obs))
         if self.settings.capture:  # imported only when asked for: the cold start pays nothing otherwise
             from modelfn.capture import Capture
 
