@@ -9,7 +9,7 @@ POWERTOOLS_LOG_LEVEL, POWERTOOLS_TRACE_DISABLED."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,11 +98,6 @@ class Observability:
     def _add(self, name: str, unit: str, value: float) -> None:
         if self.metrics_on:
             self.metrics.add(name, unit, value)
-
-    def keyed(self, dimensions: Mapping[str, str], name: str, value: float) -> None:
-        """A count under a request's own dimensions (telemetry/lambda_requests.py)."""
-        if self.metrics_on:
-            self.metrics.add_keyed(dimensions, name, "Count", value)
 
     def latency(self, kind: str, ms: float) -> None:
         if self.metrics_on:  # not through _add: one call less on every invoke

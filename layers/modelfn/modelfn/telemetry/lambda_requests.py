@@ -8,24 +8,31 @@ from typing import TYPE_CHECKING
 
 from modelfn.service.request import Request, Response
 from modelfn.telemetry.names import REQUESTS, UNMATCHED, status_class
-from modelfn.telemetry.observers import Attribution, ResponseObserver
+from modelfn.telemetry.observers import Attribution
 
 if TYPE_CHECKING:
     from modelfn.observability import Observability
     from modelfn.service.dispatch import Service
 
 
-class LambdaRequests(ResponseObserver):
+class LambdaRequests:
+    """A Service observer (Lambda has no /invocations, so no response is reported twice). Kept lean: it runs on
+    every warm invoke."""
+
     def __init__(self, service: Service, obs: Observability) -> None:
-        self.obs = obs
+        self.add = obs.metrics.add_keyed
+        self.name = REQUESTS.emf_name
         self.attribution = Attribution(service.table, service.plane)
 
-    def observe(self, request: Request, response: Response, seconds: float) -> None:
-        model, version = self.attribution(request, response)
+    def __call__(self, request: Request, response: Response, seconds: float) -> None:
+        if response.status < 400:
+            model, version = response.model, response.version
+        else:
+            model, version = self.attribution(request, response)
         dimensions = {
             "model": model or "",
             "version": "" if version is None else str(version),
             "route": response.route or UNMATCHED,
             "status_class": status_class(response.status),
         }
-        self.obs.keyed(dimensions, REQUESTS.emf_name, 1)
+        self.add(dimensions, self.name, "Count", 1.0)
