@@ -42,7 +42,8 @@ async def _send(app: ServerApp, ids: list[str], rows: int = 1) -> list[httpx.Res
 def _served(store: str, tmp_path: Path, capture: str, n: int = 300, **settings: Any) -> list[str]:
     """n inferences through `modelfn serve`'s app while the flusher runs (small buffer: several flushes), then a
     graceful stop; the request ids sent."""
-    app = create_app(registry(store, tmp_path, capture=capture, capture_buffer_mb=0.004, **settings))
+    settings.setdefault("capture_buffer_mb", 0.02)  # flushed by size several times, with room for a slow sink
+    app = create_app(registry(store, tmp_path, capture=capture, **settings))
     assert isinstance(app, ServerApp) and app.capture is not None
     ids = [uuid.uuid4().hex for _ in range(n)]
     answers = asyncio.run(_send(app, ids))
@@ -90,7 +91,9 @@ def test_firehose_every_request_once(store: str, tmp_path: Path, fresh_bucket: s
             "Prefix": "firehose/",
         },
     )
-    ids = _served(store, tmp_path, f"firehose://{stream}", n=1200)  # past one PutRecordBatch's 500 records
+    # past one PutRecordBatch's 500 records; a buffer that holds them all, so a slow moto (CI) cannot make the
+    # flusher fall behind into drops: the batches of 500 still make several objects
+    ids = _served(store, tmp_path, f"firehose://{stream}", n=1200, capture_buffer_mb=1)
     objects = read_s3(f"s3://{bucket}/firehose/")
     assert len(objects) >= 3
     _exactly_once(records(objects), ids)
