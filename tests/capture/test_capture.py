@@ -42,7 +42,7 @@ async def _send(app: ServerApp, ids: list[str], rows: int = 1) -> list[httpx.Res
 def _served(store: str, tmp_path: Path, capture: str, n: int = 300, **settings: Any) -> list[str]:
     """n inferences through `modelfn serve`'s app while the flusher runs (small buffer: several flushes), then a
     graceful stop; the request ids sent."""
-    settings.setdefault("capture_buffer_mb", 0.02)  # flushed by size several times, with room for a slow sink
+    settings.setdefault("capture_buffer_mb", 0.006)  # flushed by size several times, with room for a slow sink
     app = create_app(registry(store, tmp_path, capture=capture, **settings))
     assert isinstance(app, ServerApp) and app.capture is not None
     ids = [uuid.uuid4().hex for _ in range(n)]
