@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from bench.common import MODEL, LambdaContext, get_env, http_event, predict_body, stats, summary_row
+from bench.common import MODEL, get_env, http_event, lambda_calls, predict_body, stats, summary_row
 
 NAME = "auth_cost"
 TITLE = "Authentication's cost: MODELFN_API_KEYS off vs on (a valid key sent), warm Lambda invoke and server ASGI call"
@@ -68,12 +67,7 @@ def run(quick: bool) -> dict[str, Any]:
     with env.activated(MODELFN_STORE=env.store), contextlib.redirect_stdout(open(os.devnull, "w")):
         fns = _functions(env)
         events = {"off": http_event("/predict", body), "on": http_event("/predict", body, headers={"x-api-key": KEY})}
-        ctx = LambdaContext()
-        lam: dict[str, Callable[[], Any]] = {k: functools.partial(fns[k].http_handler, events[k], ctx) for k in fns}
-        for k, call in lam.items():
-            answer = call()
-            if answer["statusCode"] != 200:
-                raise RuntimeError(f"auth {k}: {answer['statusCode']} {answer['body'][:200]}")
+        lam = lambda_calls(fns, events, "auth")
         invoke = _measure(lam, n, rounds, None)
         loop = asyncio.new_event_loop()
         apps = {k: create_app(fn.registry, default_model=MODEL, hooks={MODEL: fn.hooks}) for k, fn in fns.items()}

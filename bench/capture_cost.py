@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.auth_cost import _asgi_call, _measure
-from bench.common import MODEL, LambdaContext, get_env, http_event, predict_body, summary_row
+from bench.common import MODEL, get_env, http_event, lambda_calls, predict_body, summary_row
 
 NAME = "capture_cost"
 TITLE = "Capture's cost: off vs 10 % vs 100 %, warm Lambda invoke and server ASGI call (p50 and throughput)"
@@ -84,13 +83,7 @@ def run(quick: bool) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="capture-", dir=env.workdir))
     with env.activated(MODELFN_STORE=env.store), contextlib.redirect_stdout(open(os.devnull, "w")):
         fns = _functions(env, folder)
-        ctx = LambdaContext()
-        event = http_event("/predict", body)
-        lam: dict[str, Callable[[], Any]] = {k: functools.partial(fn.http_handler, event, ctx) for k, fn in fns.items()}
-        for k, call in lam.items():
-            answer = call()
-            if answer["statusCode"] != 200:
-                raise RuntimeError(f"capture {k}: {answer['statusCode']} {answer['body'][:200]}")
+        lam = lambda_calls(fns, dict.fromkeys(fns, http_event("/predict", body)), "capture")
         invoke = _measure(lam, n, rounds, None)
         loop = asyncio.new_event_loop()
         apps = {k: create_app(fn.registry, default_model=MODEL, hooks={MODEL: fn.hooks}) for k, fn in fns.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,6 +159,18 @@ def summary_row(
 
 
 # ---- Lambda events and contexts -------------------------------------------------------------------------------
+
+
+def lambda_calls(fns: Mapping[str, Any], events: Mapping[str, dict[str, Any]], what: str) -> dict[str, Any]:
+    """For each variant, a no-argument call of its function's warm HTTP handler on its event, each checked once to
+    answer 200 (a figure must never time an error path)."""
+    ctx = LambdaContext()
+    calls = {k: functools.partial(fn.http_handler, events[k], ctx) for k, fn in fns.items()}
+    for k, call in calls.items():
+        answer = call()
+        if answer["statusCode"] != 200:
+            raise RuntimeError(f"{what} {k}: {answer['statusCode']} {answer['body'][:200]}")
+    return calls
 
 
 @dataclass

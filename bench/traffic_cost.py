@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
-from collections.abc import Callable
 from typing import Any
 
 from bench.auth_cost import _asgi_call, _measure
-from bench.common import MODEL, LambdaContext, get_env, http_event, predict_body, summary_row
+from bench.common import MODEL, LambdaContext, get_env, http_event, lambda_calls, predict_body, summary_row
 
 NAME = "traffic_cost"
 TITLE = "Traffic's cost: no traffic.json vs a sticky split vs a 100 % shadow, warm Lambda invoke and server ASGI call"
@@ -56,13 +54,7 @@ def run(quick: bool) -> dict[str, Any]:
     headers = {"x-user-id": "user-42"}
     with env.activated(MODELFN_STORE=env.store), contextlib.redirect_stdout(open(os.devnull, "w")):
         fns = _built(env)
-        ctx = LambdaContext()
-        event = http_event("/predict", body, headers=headers)
-        lam: dict[str, Callable[[], Any]] = {k: functools.partial(fn.http_handler, event, ctx) for k, fn in fns.items()}
-        for k, call in lam.items():
-            answer = call()
-            if answer["statusCode"] != 200:
-                raise RuntimeError(f"traffic {k}: {answer['statusCode']} {answer['body'][:200]}")
+        lam = lambda_calls(fns, dict.fromkeys(fns, http_event("/predict", body, headers=headers)), "traffic")
         invoke = _measure(lam, n, rounds, None)
         loop = asyncio.new_event_loop()
         apps = {k: create_app(fn.registry, default_model=MODEL, hooks={MODEL: fn.hooks}) for k, fn in fns.items()}

@@ -9,7 +9,6 @@ import json
 import os
 import resource
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from modelfn_tools.localserver import free_port, wait_http
+from modelfn_tools.localserver import free_port, running, wait_http
 
 HELD = 300
 BODY_TIMEOUT = 2.0
@@ -39,20 +38,12 @@ def server(s3_store: str, tmp_path: Path) -> Iterator[tuple[str, int]]:
     env = {**os.environ, "MODELFN_CACHE_DIR": str(tmp_path / "cache"), "MODELFN_BODY_TIMEOUT": str(BODY_TIMEOUT)}
     argv = [sys.executable, "-m", "modelfn_tools.cli", "serve", "--store", s3_store, "--models", "iris"]
     argv += ["--host", "127.0.0.1", "--port", str(port)]
-    with (tmp_path / "serve.log").open("w") as log:
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            # as it starts (prlimit, not a preexec_fn: this process has threads)
-            resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (START_LIMIT, START_LIMIT))
-            base = f"http://127.0.0.1:{port}"
-            wait_http(f"{base}/v2/health/live", proc=proc)
-            yield base, proc.pid
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running(argv, tmp_path / "serve.log", env=env) as proc:
+        # as it starts (prlimit, not a preexec_fn: this process has threads)
+        resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (START_LIMIT, START_LIMIT))
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/v2/health/live", proc=proc)
+        yield base, proc.pid
 
 
 def _legit_answer(url: str, deadline: float) -> httpx.Response | None:

@@ -65,10 +65,10 @@ class Resolutions(Generic[K, V]):
             log.warning(
                 "%s could not be re-read, keeping %s until the store answers (retry in %g s): %s", what, hit[0], ttl, e
             )
-            self._put(key, hit[0])
+            self.put(key, hit[0])
             return hit[0]
         else:
-            self._put(key, value)
+            self.put(key, value)
             return value
         finally:
             if hit is not None:
@@ -85,7 +85,8 @@ class Resolutions(Generic[K, V]):
         with self._guard:
             self._refreshing.discard(key)
 
-    def _put(self, key: K, value: V) -> None:
+    def put(self, key: K, value: V) -> None:
+        """Keep `value` for `key` as if just read from the store."""
         with self._guard:
             self._entries.pop(key, None)
             self._entries[key] = (value, time.monotonic())

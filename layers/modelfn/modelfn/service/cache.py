@@ -157,13 +157,13 @@ class ResponseCache:
         self._warned_at = float("-inf")
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ResponseCache | None:
-        """None when MODELFN_RESPONSE_CACHE_MB is 0 and no shared tier is set."""
-        max_bytes = int(settings.response_cache_mb * 1024 * 1024)
+    def from_settings(cls, settings: Any) -> ResponseCache:
+        """MODELFN_RESPONSE_CACHE_MB of results in process (0: none), and the shared tier when a URL is set. The
+        caller builds one only when either is on (DataPlane: off, this module is not even imported)."""
         url = settings.response_cache_url
-        if max_bytes <= 0 and not url:
-            return None
-        return cls(max_bytes, settings.response_cache_ttl, RedisTier(url) if url else None)
+        return cls(
+            int(settings.response_cache_mb * 1024 * 1024), settings.response_cache_ttl, RedisTier(url) if url else None
+        )
 
     @property
     def blocking(self) -> bool:

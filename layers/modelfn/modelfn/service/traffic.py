@@ -86,18 +86,17 @@ class TrafficRouter:
         return self._traffic.fresh((self.registry.repo.uri, name), self.registry.settings.label_ttl)
 
     def current(self, name: str) -> Traffic | None:
-        """The model's traffic, re-read after the TTL. A malformed or unreadable file serves the default version
-        (logged), never an error: traffic.json steers requests, it must not stop them."""
+        """The model's traffic, re-read after the TTL. A malformed or unreadable file keeps the last good traffic
+        (Resolutions); with none known it serves the default version until the TTL passes (logged), never an
+        error: traffic.json steers requests, it must not stop them."""
         key = (self.registry.repo.uri, name)
+        ttl = self.registry.settings.label_ttl
         try:
-            return self._traffic.get(key, self.registry.settings.label_ttl, lambda: (self._read(name),), "traffic")[0]
+            return self._traffic.get(key, ttl, lambda: (self.registry.repo.traffic(name),), "traffic")[0]
         except ModelfnError as e:
             log.warning("model %r: %s; the default version serves", name, e.message)
-            self._traffic._put(key, (None,))
+            self._traffic.put(key, (None,))
             return None
-
-    def _read(self, name: str) -> Traffic | None:
-        return self.registry.repo.traffic(name)
 
     # ---- choosing --------------------------------------------------------------------------------------------
     def choose(self, name: str, traffic: Traffic | None, headers: Mapping[str, str]) -> Choice:
