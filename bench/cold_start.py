@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import MODEL, ROOT, BenchEnv, get_env, median, summary_row
+from bench.common import MODEL, ROOT, BenchEnv, get_env, lambda_environ, median, summary_row
 
 NAME = "cold_start"
 TITLE = "Cold start: fresh process to first response (artifact in moto's S3)"
@@ -31,6 +31,7 @@ def _env(env: BenchEnv, kind: str, cache_dir: Path) -> dict[str, str]:
         MODELFN_CACHE_DIR=str(cache_dir),
         MODEL_BUCKET=env.bucket,
         MODEL_KEY=env.int8_key,
+        **lambda_environ(),
     )
 
 

@@ -173,6 +173,19 @@ def lambda_calls(fns: Mapping[str, Any], events: Mapping[str, dict[str, Any]], w
     return calls
 
 
+LAMBDA_MB_PER_VCPU = 1769
+
+
+def lambda_environ() -> dict[str, str]:
+    """The memory size a Lambda function with this machine's CPUs would have (1,769 MB per vCPU), as Lambda's
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE: the runtime sizes and tunes its onnxruntime threads for the vCPUs it buys
+    (model/onnx.py). Without it the in-process handler would be tuned as a server, while the hand-written baseline
+    keeps onnxruntime's defaults, which fit one request at a time on this machine."""
+    from modelfn.model.onnx import available_cpus
+
+    return {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(available_cpus() * LAMBDA_MB_PER_VCPU)}
+
+
 @dataclass
 class LambdaContext:
     """What Powertools reads from a Lambda context."""

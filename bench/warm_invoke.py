@@ -21,6 +21,7 @@ from bench.common import (
     fresh_import,
     get_env,
     http_event,
+    lambda_environ,
     load_file_module,
     predict_body,
     stats,
@@ -116,7 +117,10 @@ def run(quick: bool, *, iterations: int | None = None) -> dict[str, Any]:
     v2_body = json.dumps(
         {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 256], "data": json.loads(body)["features"]}]}
     )
-    with env.activated(MODELFN_STORE=env.store, MODELFN_MODEL=MODEL), contextlib.redirect_stdout(_devnull()):
+    with (
+        env.activated(MODELFN_STORE=env.store, MODELFN_MODEL=MODEL, **lambda_environ()),
+        contextlib.redirect_stdout(_devnull()),
+    ):
         fns = handlers(env)
         events = {k: http_event("/predict", body) for k in fns}
         ctx = LambdaContext()
@@ -171,6 +175,7 @@ def run(quick: bool, *, iterations: int | None = None) -> dict[str, Any]:
             "rounds": rounds,
             "route": "POST /predict, one row of 256 FP32 features",
             "model": f"{MODEL} int8 (stable)",
+            "lambda_memory_mb": int(lambda_environ()["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]),
             "telemetry": "metrics on (one EMF document per invoke to stdout, sent to /dev/null here), JSON logs; "
             "X-Ray tracing off outside Lambda",
             "seed_app": "FastAPI + pydantic body + async def, Mangum(app) with its default lifespan='auto'",
@@ -187,7 +192,10 @@ def profile(seconds: float = 3.0) -> str:
 
     env = get_env()
     body = predict_body(seed=1)
-    with env.activated(MODELFN_STORE=env.store, MODELFN_MODEL=MODEL), contextlib.redirect_stdout(_devnull()):
+    with (
+        env.activated(MODELFN_STORE=env.store, MODELFN_MODEL=MODEL, **lambda_environ()),
+        contextlib.redirect_stdout(_devnull()),
+    ):
         fn = load_file_module(ROOT / "functions" / MODEL / "app.py", "bench_fn_mlp_app_prof").http_handler
         event, ctx = http_event("/predict", body), LambdaContext()
         for _ in range(200):
