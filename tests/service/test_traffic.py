@@ -98,6 +98,19 @@ def test_explicit_versions_and_labels_bypass_the_split(store: str, tmp_path: Pat
     assert _infer(pinned.service).headers[VERSION_HEADER] == "1"  # MODELFN_VERSION overrides traffic.json
 
 
+def test_a_function_reads_traffic_at_init_beside_its_model_and_a_pinned_one_never_does(
+    store: str, tmp_path: Path
+) -> None:
+    _write_traffic(store, {"split": {"canary": 100}})
+    fn = ModelFunction(Settings(store=store, model="m", cache_dir=tmp_path / "fn"))
+    known = fn.traffic.fresh("m")  # read during init, before any request
+    assert known is not None and known[0] is not None and dict(known[0].split) == {"canary": 100}
+    open_store(store).write_bytes(traffic_key("m"), b"{}")  # the first request uses what init read (within the TTL)
+    assert _infer(fn.service).headers[VERSION_HEADER] == "2"
+    pinned = ModelFunction(Settings(store=store, model="m", version="1", cache_dir=tmp_path / "pin"))
+    assert pinned.traffic.fresh("m") is None
+
+
 def test_traffic_changes_are_picked_up_within_the_ttl_and_a_bad_file_never_stops_serving(
     store: str, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import boto3
@@ -13,7 +14,7 @@ from modelfn.errors import InvalidInput, ModelNotFound, PublishError, StoreError
 from modelfn.store import ObjectStore, open_store, split_uri
 from modelfn.store.base import CHUNK
 from modelfn.store.local import LocalStore
-from modelfn.store.s3 import S3Store
+from modelfn.store.s3 import S3Store, s3_client
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -140,6 +141,25 @@ def test_s3_prefix_maps_to_bucket_keys(fresh_bucket: str) -> None:
     assert not sibling.exists("m/1/model.onnx")
     assert sibling.list_dirs("") == []
     assert open_store(f"s3://{store.bucket}").list_dirs("") == ["models"]
+
+
+def test_threads_asking_for_the_s3_client_at_once_get_one_client(fresh_bucket: str) -> None:
+    """A function's init reads traffic.json in a thread beside the model's reads: one client is built, not two."""
+    s3_client.cache_clear()
+    start = threading.Barrier(8)
+    clients: list[object] = []
+
+    def first_call() -> None:
+        start.wait()
+        clients.append(s3_client())
+
+    threads = [threading.Thread(target=first_call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(clients) == 8 and len({id(c) for c in clients}) == 1
+    assert open_store(fresh_bucket).exists("nothing") is False  # and it works
 
 
 def test_local_keys_cannot_escape_root(tmp_path: Path) -> None:

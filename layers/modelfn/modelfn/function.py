@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from functools import cached_property
 from typing import Any
@@ -17,6 +18,7 @@ from modelfn.model.loaded import LoadedModel
 from modelfn.protocols.plain import Postprocess, Preprocess
 from modelfn.registry import ModelRegistry
 from modelfn.service.request import CACHE_HEADER
+from modelfn.service.traffic import TrafficRouter
 from modelfn.settings import Settings
 from modelfn.store import ObjectStore, open_store
 from modelfn.telemetry import names
@@ -36,6 +38,7 @@ class ModelFunction:
         self.hooks = hooks or Hooks()
         self.base_path = base_path
         self.registry = ModelRegistry.from_uri(settings.store, settings, [self.name])
+        self.traffic = TrafficRouter(self.registry)
         self.obs = Observability.for_model(self.name)
         self.load_ms: float | None = None
         self.load_error: str | None = None
@@ -67,15 +70,28 @@ class ModelFunction:
     # ---- model -------------------------------------------------------------------------------------------
     def load(self) -> None:
         """Load now; a failure is kept (and answered as 503 per request) rather than crashing init, so the
-        function says what is wrong instead of failing every cold start opaquely."""
+        function says what is wrong instead of failing every cold start opaquely. The model's traffic.json is read
+        beside it, so the first request does not wait for it."""
         started = time.perf_counter()
+        traffic = self._read_traffic()
         try:
             self.registry.get(self.name, self.settings.version)
             self.load_error = None
         except ModelfnError as e:
             self.load_error = e.message
             log.error("model %r could not be loaded at init: %s", self.name, e.message)
+        if traffic is not None:
+            traffic.join()  # bounded by the store's own timeouts, as the load is; never left running into a freeze
         self.load_ms = (time.perf_counter() - started) * 1000
+
+    def _read_traffic(self) -> threading.Thread | None:
+        """traffic.json read in a thread (a store round trip the model's own reads need not wait for), unless
+        MODELFN_VERSION pins the version: then requests never consult it."""
+        if self.settings.version is not None:
+            return None
+        thread = threading.Thread(target=self.traffic.current, args=(self.name,), name="modelfn-traffic", daemon=True)
+        thread.start()
+        return thread
 
     def model(self) -> LoadedModel:
         """The current model: label moves are picked up within MODELFN_LABEL_TTL, loading the new version once."""
@@ -97,7 +113,9 @@ class ModelFunction:
         Lambda environment serves one request at a time)."""
         from modelfn.service.dispatch import Service
 
-        service = Service(self.registry, default_model=self.name, hooks={self.name: self.hooks}, title=self.name)
+        service = Service(
+            self.registry, default_model=self.name, hooks={self.name: self.hooks}, title=self.name, traffic=self.traffic
+        )
         if self.obs.metrics_on:
             from modelfn.telemetry.lambda_requests import LambdaRequests
 

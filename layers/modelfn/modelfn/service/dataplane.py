@@ -97,7 +97,11 @@ def _v2_header_length(headers: Mapping[str, str], header: str) -> int | None:
 
 class DataPlane:
     def __init__(
-        self, registry: ModelRegistry, default_model: str | None = None, hooks: Mapping[str, Hooks] | None = None
+        self,
+        registry: ModelRegistry,
+        default_model: str | None = None,
+        hooks: Mapping[str, Hooks] | None = None,
+        traffic: TrafficRouter | None = None,
     ) -> None:
         self.registry = registry
         self.default_model = default_model
@@ -110,7 +114,7 @@ class DataPlane:
 
             self.cache = ResponseCache.from_settings(settings)
             self._cache_key = cache_key
-        self.traffic = TrafficRouter(registry)
+        self.traffic = traffic or TrafficRouter(registry)
 
     @cached_property
     def _v2(self) -> ModuleType:

@@ -21,7 +21,7 @@ from modelfn.service.limits import RateLimiter
 from modelfn.service.request import Request, Response, error_response, json_response
 from modelfn.service.routes import CORE_ROUTES, Match, Route, RouteTable
 from modelfn.service.stats import InferenceStatistics
-from modelfn.service.traffic import Shadows, traffic_report
+from modelfn.service.traffic import Shadows, TrafficRouter, traffic_report
 from modelfn.store.layout import check_name
 from modelfn.telemetry.failures import FailedRequests
 
@@ -57,10 +57,12 @@ class Service:
         routes: tuple[Route, ...] = CORE_ROUTES,
         actions: Mapping[str, ActionFactory] | None = None,
         title: str = "modelfn",
+        traffic: TrafficRouter | None = None,
     ) -> None:
+        """`traffic`: a router already holding what it read (a Lambda function reads traffic.json at init)."""
         self.registry = registry
         self.default_model = default_model
-        self.plane = DataPlane(registry, default_model, hooks)
+        self.plane = DataPlane(registry, default_model, hooks, traffic)
         self.batcher = batcher
         self.shadows = Shadows(registry)
         self.table = RouteTable(routes)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -28,10 +28,30 @@ _CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 """A conditional write lost: the object changed (412), or a concurrent conditional write was in flight (409)."""
 
 
-@cache
-def s3_client() -> S3Client:
-    """One client per process (clients are thread-safe and costly to build). Retries use botocore's standard
-    mode; the endpoint, region and credentials come from the usual environment, AWS_ENDPOINT_URL included."""
+class _Client:
+    """One client per process (clients are thread-safe and costly to build), built once even when two threads ask
+    for it first at the same moment (a function's init reads traffic.json beside the model). Retries use botocore's
+    standard mode; the endpoint, region and credentials come from the usual environment, AWS_ENDPOINT_URL included."""
+
+    def __init__(self) -> None:
+        self._client: S3Client | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> S3Client:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = _build_client()
+                client = self._client
+        return client
+
+    def cache_clear(self) -> None:
+        """Forget the client (its connections): after a SnapStart restore, and between tests."""
+        self._client = None
+
+
+def _build_client() -> S3Client:
     config = Config(
         retries={"mode": "standard", "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "5"))},
         connect_timeout=5,
@@ -39,6 +59,9 @@ def s3_client() -> S3Client:
         max_pool_connections=32,
     )
     return boto3.session.Session().client("s3", config=config)
+
+
+s3_client = _Client()
 
 
 def _code(e: ClientError) -> str:
