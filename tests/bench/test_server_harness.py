@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,13 @@ def test_process_tree_cpu_and_rss() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)"])
     try:
         assert child.pid in srv.descendants(os.getpid())
+        deadline = time.monotonic() + 30  # on a loaded machine the child may still be starting its interpreter
+        while srv.rss_mb(child.pid) <= 1.0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert srv.rss_mb(child.pid) > 1.0
         spent = srv.cpu_seconds(os.getpid())
-        sum(i * i for i in range(2_000_000))
+        while srv.cpu_seconds(os.getpid()) <= spent and time.monotonic() < deadline:  # clock ticks are 10 ms
+            sum(i * i for i in range(200_000))
         assert srv.cpu_seconds(os.getpid()) > spent
     finally:
         child.kill()
