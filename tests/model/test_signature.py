@@ -284,3 +284,20 @@ def test_spec_from_onnx() -> None:
     assert spec_from_onnx("s", "tensor(string)", [1]).dtype == np.object_
     with pytest.raises(ValueError, match="cannot serve"):
         spec_from_onnx("m", "map(int64,tensor(float))", [])
+
+
+def test_tensor_spec_equality_dtype_and_as_dict() -> None:
+    spec = TensorSpec(name="x", datatype="FP32", shape=[-1, 4])
+    assert spec == FP32 and spec is not FP32
+    assert spec != TensorSpec(name="x", datatype="FP32", shape=[-1, 5])
+    assert spec != TensorSpec(name="x", datatype="FP64", shape=[-1, 4])
+    assert spec != TensorSpec(name="y", datatype="FP32", shape=[-1, 4])
+    assert spec.dtype is spec.dtype and spec.dtype == np.float32  # computed once, then an attribute
+    assert spec == FP32  # the cached dtype is no field: equality is unchanged by having read it
+    as_dict = spec.as_dict()
+    assert as_dict == {"name": "x", "datatype": "FP32", "shape": [-1, 4]}
+    assert list(as_dict) == ["name", "datatype", "shape"]
+    as_dict["shape"].append(7)  # a copy: the spec keeps its shape
+    assert spec.shape == [-1, 4]
+    with pytest.raises(TypeError):
+        TensorSpec("x", "FP32", [-1, 4])  # type: ignore[call-arg]  # keywords only, as before

@@ -5,6 +5,7 @@ can write the store can also rewrite a manifest."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -63,11 +65,11 @@ def registry(store: str, cache_dir: Path, verify_key: Path | None = None) -> Mod
     return ModelRegistry(ModelRepository(open_store(store)), settings, cache=ModelCache())
 
 
-def rewrite_manifest(store: ObjectStore, name: str, version: int, **changes: object) -> None:
+def rewrite_manifest(store: ObjectStore, name: str, version: int, **changes: Any) -> None:
     """What anyone who can write the store can do: the manifest is not signed."""
     repo = ModelRepository(store)
-    manifest = repo.manifest(name, version).model_copy(update=changes)
-    store.write_bytes(manifest_key(name, version), manifest.model_dump_json().encode())
+    manifest = dataclasses.replace(repo.manifest(name, version), **changes)
+    store.write_bytes(manifest_key(name, version), manifest.to_json())
 
 
 def predicts_iris(registry: ModelRegistry, version: int) -> bool:
@@ -244,7 +246,7 @@ def test_external_data_files_are_signed_and_verified(tmp_path: Path, keys: dict[
     weights[:4] = np.float32(42).tobytes()
     store.write_bytes("ext/1/weights.bin", bytes(weights))
     manifest = ModelRepository(store).manifest("ext", 1)
-    files = [f.model_copy(update={"sha256": hashlib.sha256(weights).hexdigest()}) for f in manifest.files]
+    files = [dataclasses.replace(f, sha256=hashlib.sha256(weights).hexdigest()) for f in manifest.files]
     rewrite_manifest(store, "ext", 1, files=files)
     with pytest.raises(NotReady, match=r"signature does not verify \(the signed files differ in weights.bin\)"):
         registry(root, tmp_path / "c2", keys["public"]).get("ext", 1)

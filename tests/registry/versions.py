@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -90,8 +91,9 @@ def write_version(
             for relative, local in files.items()
         ],
     }
-    written = Manifest.model_validate({**fields, **(overrides or {})})
-    store.write_bytes(manifest_key(name, version), written.model_dump_json().encode())
+    merged: dict[str, Any] = {**fields, **(overrides or {})}
+    written = Manifest(**merged)
+    store.write_bytes(manifest_key(name, version), written.to_json())
     return written
 
 

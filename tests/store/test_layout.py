@@ -35,7 +35,7 @@ def _manifest(name: str, version: int) -> Manifest:
 def _publish(store: ObjectStore, name: str, version: int, *, manifest: bool = True) -> None:
     store.write_bytes(artifact_key(name, version), b"onnx bytes")
     if manifest:
-        store.write_bytes(manifest_key(name, version), _manifest(name, version).model_dump_json().encode())
+        store.write_bytes(manifest_key(name, version), _manifest(name, version).to_json())
 
 
 def _labels(store: ObjectStore, name: str, labels: dict[str, int]) -> None:

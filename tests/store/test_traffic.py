@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from modelfn.errors import InvalidInput, StoreError
 from modelfn.store import ModelRepository, open_store
+from modelfn.store.fields import Invalid
 from modelfn.store.traffic import (
     InvalidTraffic,
     Shadow,
@@ -52,8 +54,21 @@ def test_shadow_percent_defaults_to_all() -> None:
 
 def test_traffic_is_immutable() -> None:
     traffic = make_traffic(EXAMPLE)
-    with pytest.raises(ValueError, match="frozen"):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         traffic.sticky = "other"  # type: ignore[misc]
+
+
+def test_traffic_built_in_code_is_checked_and_canonical() -> None:
+    """As a rollout or the CLI builds it: the same rules as traffic.json, the same canonical form."""
+    traffic = Traffic(split={"stable": 90, "canary": 10}, sticky="X-User-Id")
+    assert list(traffic.split) == ["canary", "stable"] and traffic.sticky == "x-user-id"
+    assert traffic == make_traffic({"split": {"canary": 10, "stable": 90}, "sticky": "x-user-id"})
+    with pytest.raises(Invalid, match=r"split: weight -1 of target 'a' is negative"):
+        Traffic(split={"a": -1})
+    with pytest.raises(Invalid, match=r"percent: expected an integer from 0 to 100, got a number 101"):
+        Shadow(target="c", percent=101)
+    with pytest.raises(Invalid, match="leading zeros"):
+        Shadow(target="03")
 
 
 @pytest.mark.parametrize(

@@ -390,7 +390,7 @@ def publish(
             manifest.baseline = _store_baseline(repo.store, reference, version)
         if signer is not None:
             manifest.signature_bundle = _sign(repo.store, signer, name, version, manifest.digests())
-        repo.store.write_bytes(manifest_key(name, version), manifest.model_dump_json(indent=2).encode(), if_absent=True)
+        repo.store.write_bytes(manifest_key(name, version), manifest.to_json(), if_absent=True)
     for label in labels or []:
         set_label(store_uri, name, label, version)
     return {"name": name, "version": version, "sha256": sha, "uri": repo.store.join(artifact_key(name, version))}

@@ -10,12 +10,12 @@ import functools
 import math
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
 from typing import Any, NoReturn
 
 import numpy as np
-from pydantic import BaseModel
 
 from modelfn import jsonio
 from modelfn.errors import InvalidInput
@@ -81,8 +81,10 @@ _EXACT_FLOAT = 2.0**53
 """Past this, float64 no longer holds every integer."""
 
 
-class TensorSpec(BaseModel):
-    """One named tensor of a model's signature; -1 marks a variable dimension (as KServe v2 metadata does)."""
+@dataclass(kw_only=True)
+class TensorSpec:
+    """One named tensor of a model's signature; -1 marks a variable dimension (as KServe v2 metadata does). A
+    plain dataclass: read on every request, and built at cold start, where a validation library costs its import."""
 
     name: str
     datatype: str
@@ -95,6 +97,10 @@ class TensorSpec(BaseModel):
 
     def describe(self) -> str:
         return f"{self.name} {self.datatype}{self.shape}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The spec as JSON takes it (KServe v2 metadata, manifest.json): name, datatype, shape."""
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
 def spec_from_onnx(name: str, onnx_type: str, shape: Sequence[Any]) -> TensorSpec:

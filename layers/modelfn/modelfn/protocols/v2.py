@@ -229,6 +229,6 @@ def metadata(model: LoadedModel, versions: Sequence[int]) -> dict[str, Any]:
         "name": model.name,
         "versions": [str(v) for v in versions],
         "platform": "onnxruntime_onnx",
-        "inputs": [s.model_dump() for s in model.inputs],
-        "outputs": [s.model_dump() for s in model.outputs],
+        "inputs": [s.as_dict() for s in model.inputs],
+        "outputs": [s.as_dict() for s in model.outputs],
     }

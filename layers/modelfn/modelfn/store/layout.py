@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, ValidationError
-
 from modelfn.errors import InvalidInput, ModelNotFound, StoreError
 from modelfn.model.signature import TensorSpec
 from modelfn.store.base import ObjectStore, located
+from modelfn.store.fields import Fields, Invalid, integer, list_of, mapping_of, matching, nullable, text
 
 if TYPE_CHECKING:
     from modelfn.store.traffic import Traffic
@@ -54,45 +55,112 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 
 
-class ArtifactFile(BaseModel):
+_SHA256 = matching(r"^[0-9a-f]{64}$", "a sha256 (64 lowercase hex digits)")
+_SIZE = integer(low=0)
+_VERSION = integer(low=1)
+_OBJECT = nullable(mapping_of(lambda value: value))
+
+
+def _now() -> str:
+    """A manifest's default `created_at`: now, in UTC, to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(kw_only=True)
+class ArtifactFile:
     """An external-data file of the model, stored beside model.onnx under its own relative path."""
 
-    path: str = Field(description="Relative to the version folder, as the model's external-data `location` names it")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size_bytes: int = Field(ge=0)
+    path: str
+    """Relative to the version folder, as the model's external-data `location` names it."""
+    sha256: str
+    size_bytes: int
+
+    @classmethod
+    def from_json(cls, raw: Any) -> ArtifactFile:
+        """From its manifest.json object; fields.Invalid naming each field that does not validate."""
+        read = Fields(raw)
+        path, sha256, size = read.get("path", text), read.get("sha256", _SHA256), read.get("size_bytes", _SIZE)
+        read.done()
+        return cls(path=path, sha256=sha256, size_bytes=size)
 
 
-class Manifest(BaseModel):
-    """Written after the artifact, so a version without a manifest is invisible (half-published)."""
+def _spec(raw: Any) -> TensorSpec:
+    """A TensorSpec from its manifest.json object (the loader then compares it with the artifact's own)."""
+    read = Fields(raw)
+    name, datatype, shape = read.get("name", text), read.get("datatype", text), read.get("shape", _SHAPE)
+    read.done()
+    return TensorSpec(name=name, datatype=datatype, shape=shape)
+
+
+_SHAPE = list_of(integer())
+_SPECS = list_of(_spec)
+_FILE = nullable(ArtifactFile.from_json)
+_FILES = list_of(ArtifactFile.from_json)
+_OPTIONAL_INT, _OPTIONAL_TEXT, _OPTIONAL_NAMES = nullable(integer()), nullable(text), nullable(list_of(text))
+
+
+@dataclass(kw_only=True)
+class Manifest:
+    """Written after the artifact, so a version without a manifest is invisible (half-published). Plain
+    dataclasses with their own checks: a load parses one, and a cold start should not pay for a validation
+    library. The fields' order is manifest.json's."""
 
     name: str
-    version: int = Field(gt=0)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size_bytes: int = Field(ge=0)
+    version: int
+    sha256: str
+    size_bytes: int
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     quantization: dict[str, Any] | None = None
-    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=_now)
     opset: int | None = None
     producer: str | None = None
-    files: list[ArtifactFile] = Field(
-        default_factory=list, description="External-data files, each verified by sha256 before the model loads"
-    )
-    features: list[str] | None = Field(
-        default=None, description="Column names of a single [N, K] input's K features, for batch scoring by name"
-    )
-    signature_bundle: ArtifactFile | None = Field(
-        default=None,
-        description=f"The OpenSSF model signature over model.onnx and every file above ({SIGNATURE}), if signed",
-    )
-    baseline: ArtifactFile | None = Field(
-        default=None, description=f"Reference statistics for drift ({BASELINE}), if published with --baseline"
-    )
+    files: list[ArtifactFile] = field(default_factory=list)
+    """External-data files, each verified by sha256 before the model loads."""
+    features: list[str] | None = None
+    """Column names of a single [N, K] input's K features, for batch scoring by name."""
+    signature_bundle: ArtifactFile | None = None
+    """The OpenSSF model signature over model.onnx and every file above (model.sig), if signed."""
+    baseline: ArtifactFile | None = None
+    """Reference statistics for drift (baseline.json), if published with --baseline."""
 
     def digests(self) -> dict[str, str]:
         """{path in the version folder: sha256} of the model's own files, model.onnx first: what a load reads and
         what a signature covers."""
         return {ARTIFACT: self.sha256, **{f.path: f.sha256 for f in self.files}}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Manifest:
+        """From manifest.json's object: required fields present, each of its type (an int is never a bool, a
+        float or a string), sha256s in lowercase hex, version > 0, sizes >= 0; unknown keys are ignored (a newer
+        publisher's additions). fields.Invalid names every field that does not validate."""
+        read = Fields(raw)
+        manifest = cls(
+            name=read.get("name", text),
+            version=read.get("version", _VERSION),
+            sha256=read.get("sha256", _SHA256),
+            size_bytes=read.get("size_bytes", _SIZE),
+            inputs=read.get("inputs", _SPECS),
+            outputs=read.get("outputs", _SPECS),
+            quantization=read.get("quantization", _OBJECT, None),
+            created_at=read.get("created_at", text, _now()),
+            opset=read.get("opset", _OPTIONAL_INT, None),
+            producer=read.get("producer", _OPTIONAL_TEXT, None),
+            files=read.get("files", _FILES, []),
+            features=read.get("features", _OPTIONAL_NAMES, None),
+            signature_bundle=read.get("signature_bundle", _FILE, None),
+            baseline=read.get("baseline", _FILE, None),
+        )
+        read.done()
+        return manifest
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, nested ones as dicts too, in manifest.json's order."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> bytes:
+        """manifest.json's bytes: the fields in order, indented by 2, as the store has always held them."""
+        return json.dumps(self.as_dict(), indent=2, ensure_ascii=False).encode()
 
 
 def check_name(name: str) -> str:
@@ -187,7 +255,7 @@ class ModelRepository:
             data = self.store.read_bytes(key)
         except ModelNotFound:
             return None
-        from modelfn.store.traffic import parse_traffic  # its pydantic models are built only when a file exists
+        from modelfn.store.traffic import parse_traffic  # imported only when a model has a traffic.json
 
         try:
             return parse_traffic(data, f"the traffic of model {name!r}")
@@ -202,9 +270,10 @@ class ModelRepository:
         except ModelNotFound as e:
             raise ModelNotFound(f"model {name!r} has no version {version}") from e
         try:
-            return Manifest.model_validate_json(data)
-        except ValidationError as e:
-            invalid = StoreError(f"model {name!r} version {version}: {MANIFEST} is not a valid manifest: {e}")
+            return Manifest.from_json(json.loads(data))
+        except (ValueError, RecursionError) as e:  # Invalid, JSONDecodeError, UnicodeDecodeError; deep nesting
+            why = e.describe() if isinstance(e, Invalid) else f"not JSON ({e})"
+            invalid = StoreError(f"model {name!r} version {version}: {MANIFEST} is not a valid manifest: {why}")
             raise located(invalid, self.store.join(key)) from e
 
     def resolve(self, name: str, version: str | int | None) -> int:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
 from modelfn.errors import InvalidInput, StoreError
+from modelfn.store.fields import Check, Fields, Invalid, integer, mapping_of, nullable, refuse, text
 from modelfn.store.layout import TRAFFIC, check_label, traffic_key
 
 __all__ = [
@@ -66,56 +66,99 @@ def check_header(header: str) -> str:
     return lowered
 
 
-def _as_value_error(check: Callable[[str], str], value: str) -> str:
-    """`check(value)` with its InvalidInput as the ValueError pydantic collects (with the field's path)."""
-    try:
-        return check(value)
-    except InvalidInput as e:
-        raise ValueError(e.message) from e
+def _checked(check: Callable[[str], str]) -> Check[str]:
+    """A string passed through `check`, its InvalidInput as the problem of the field."""
+
+    def checked(value: Any) -> str:
+        try:
+            return check(text(value))
+        except InvalidInput as e:
+            raise refuse(e.message) from e
+
+    return checked
 
 
-class Shadow(BaseModel):
+_TARGET = _checked(check_target)
+_STICKY = nullable(_checked(check_header))
+_PERCENT = integer(low=0, high=100)
+_WEIGHTS = mapping_of(integer())
+
+
+def _split(value: Any) -> dict[str, int]:
+    """Targets as canonical keys (sorted), weights non-negative integers, at least one positive."""
+    weights = _WEIGHTS(value)
+    checked: dict[str, int] = {}
+    for target, weight in weights.items():
+        key = _TARGET(target)
+        if weight < 0:
+            raise refuse(f"weight {weight} of target {target!r} is negative")
+        checked[key] = weight
+    if checked and not any(checked.values()):
+        raise refuse("every weight of the split is 0: at least one must be positive")
+    return dict(sorted(checked.items()))
+
+
+def _shadow(value: Any) -> Shadow:
+    """A Shadow as it is, or from its JSON object (unknown keys refused)."""
+    if isinstance(value, Shadow):
+        return value
+    read = Fields(value, strict=True)
+    target, percent = read.get("target", _TARGET), read.get("percent", _PERCENT, 100)
+    read.done()
+    return Shadow(target=target, percent=percent)
+
+
+_SHADOW = nullable(_shadow)
+
+
+def _canonical(raw: Any, strict: bool) -> tuple[dict[str, int], str | None, Shadow | None]:
+    """Traffic's fields checked and canonical, from traffic.json's object or a Traffic's own fields."""
+    read = Fields(raw, strict=strict)
+    split: dict[str, int] = read.get("split", _split, {})
+    sticky = read.get("sticky", _STICKY, None)
+    shadow = read.get("shadow", _SHADOW, None)
+    read.done()
+    return split, sticky, shadow
+
+
+@dataclass(frozen=True, kw_only=True)
+class Shadow:
     """`percent` of split-routed requests are also scored by `target`; only the primary's answer is returned."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
-
     target: str
-    percent: int = Field(default=100, ge=0, le=100)
+    percent: int = 100
 
-    @field_validator("target")
-    @classmethod
-    def _target(cls, target: str) -> str:
-        return _as_value_error(check_target, target)
+    def __post_init__(self) -> None:
+        """Checked however built (traffic.json, the CLI, a rollout): fields.Invalid naming the field."""
+        read = Fields({"target": self.target, "percent": self.percent})
+        read.get("target", _TARGET)
+        read.get("percent", _PERCENT)
+        read.done()
 
 
-class Traffic(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class Traffic:
     """The parsed traffic.json. An empty split means "the default version takes it all" (useful with a shadow
     alone); otherwise weights are non-negative integers, at least one positive, and a request's share of a target
-    is its weight over their sum."""
+    is its weight over their sum. Checked and made canonical however built (sorted targets, a lower-case sticky
+    header); a problem is fields.Invalid naming the field. Plain dataclasses: a cold start with a traffic.json
+    should not pay for a validation library."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
-
-    split: Mapping[str, int] = Field(default_factory=dict)
+    split: Mapping[str, int] = field(default_factory=dict)
     sticky: str | None = None
     shadow: Shadow | None = None
 
-    @field_validator("split")
-    @classmethod
-    def _split(cls, split: Mapping[str, int]) -> Mapping[str, int]:
-        checked: dict[str, int] = {}
-        for target, weight in split.items():
-            key = _as_value_error(check_target, target)
-            if weight < 0:
-                raise ValueError(f"weight {weight} of target {target!r} is negative")
-            checked[key] = weight
-        if checked and not any(checked.values()):
-            raise ValueError("every weight of the split is 0: at least one must be positive")
-        return dict(sorted(checked.items()))
+    def __post_init__(self) -> None:
+        split, sticky, shadow = _canonical({"split": self.split, "sticky": self.sticky, "shadow": self.shadow}, False)
+        object.__setattr__(self, "split", split)  # frozen: the canonical values replace the given ones
+        object.__setattr__(self, "sticky", sticky)
+        object.__setattr__(self, "shadow", shadow)
 
-    @field_validator("sticky")
     @classmethod
-    def _sticky(cls, sticky: str | None) -> str | None:
-        return None if sticky is None else _as_value_error(check_header, sticky)
+    def from_json(cls, raw: Any) -> Traffic:
+        """From traffic.json's object: unknown keys are refused, so a typo never silently does nothing."""
+        split, sticky, shadow = _canonical(raw, strict=True)
+        return cls(split=split, sticky=sticky, shadow=shadow)
 
     @property
     def targets(self) -> list[str]:
@@ -136,23 +179,13 @@ class Traffic(BaseModel):
         }
 
 
-def _first_error(e: ValidationError) -> str:
-    """Pydantic's errors as one line each, naming the field path: `split.canary: ...`."""
-    parts = []
-    for err in e.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "traffic"
-        message = str(err.get("ctx", {}).get("error", "")) or err["msg"]
-        parts.append(f"{where}: {message}")
-    return "; ".join(parts)
-
-
 def make_traffic(raw: Any) -> Traffic:
     """A Traffic from its JSON form (a dict); InvalidInput naming what is wrong. Weights must be JSON integers
     (not strings, floats or booleans), and unknown keys are refused, so a typo never silently does nothing."""
     try:
-        return Traffic.model_validate(raw)
-    except ValidationError as e:
-        raise InvalidInput(f"invalid traffic: {_first_error(e)}") from e
+        return Traffic.from_json(raw)
+    except Invalid as e:
+        raise InvalidInput(f"invalid traffic: {e.describe('traffic')}") from e
 
 
 def parse_traffic(data: bytes | None, where: str) -> Traffic | None:
@@ -161,9 +194,9 @@ def parse_traffic(data: bytes | None, where: str) -> Traffic | None:
     if data is None:
         return None
     try:
-        traffic = Traffic.model_validate(json.loads(data))
-    except ValidationError as e:
-        raise InvalidTraffic(f"{where} is not a valid {TRAFFIC}: {_first_error(e)}") from e
+        traffic = Traffic.from_json(json.loads(data))
+    except Invalid as e:
+        raise InvalidTraffic(f"{where} is not a valid {TRAFFIC}: {e.describe('traffic')}") from e
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise InvalidTraffic(f"{where} is not valid JSON: {e}") from e
     return None if traffic.empty else traffic
