@@ -34,7 +34,7 @@ from modelfn.registry.labels import Resolutions
 from modelfn.registry.loader import number_or_label
 from modelfn.service.request import InferenceRecord
 
-if TYPE_CHECKING:  # a model without traffic.json never builds its pydantic models (cold start)
+if TYPE_CHECKING:  # store/traffic.py is imported only when a model has a traffic.json
     from modelfn.store.traffic import Traffic
 
 log = logging.getLogger("modelfn")
