@@ -84,7 +84,7 @@ def registry(local_store: str, tmp_path: Path) -> ModelRegistry:
 def batcher_for(registry: ModelRegistry, adaptive: bool = False, **settings: Any) -> Batcher:
     """A batcher with its own stats, on the registry's settings plus `settings`; joining whatever it costs unless
     `adaptive` (these models are far too small for a joined run to pay)."""
-    cfg = registry.settings.model_copy(update=settings)
+    cfg = registry.settings.replace(**settings)
     return Batcher(cfg, default=True, stats=BatchStats(), adaptive=adaptive)
 
 
@@ -511,10 +511,10 @@ def test_batching_off_means_no_batcher(registry: ModelRegistry, monkeypatch: pyt
         assert "batching" not in client.get("/health").json()
     assert create_app(registry, batching=False).state.batcher is None
 
-    on = ModelRegistry(registry.repo, registry.settings.model_copy(update={"batching": True}))
+    on = ModelRegistry(registry.repo, registry.settings.replace(batching=True))
     assert create_app(on).state.batcher is not None
     assert create_app(on, batching=False).state.batcher is None
-    per_model = registry.settings.model_copy(update={"models_config": {"small": {"batching": True}}})
+    per_model = registry.settings.replace(models_config={"small": {"batching": True}})
     batcher = create_app(ModelRegistry(registry.repo, per_model)).state.batcher
     assert batcher is not None and batcher.enabled("small") and not batcher.enabled("mlpq")
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import pydantic
 import pytest
 from onnx import TensorProto, helper
 
@@ -33,7 +32,7 @@ from modelfn.protocols import plain, tfserving, v2
 from modelfn.protocols.sizes import SizeLimits
 from modelfn.scoring import score_object
 from modelfn.service.request import Request, Response
-from modelfn.settings import MAX_ELEMENTS, MAX_JSON_DEPTH, Settings
+from modelfn.settings import MAX_ELEMENTS, MAX_JSON_DEPTH, Settings, SettingsError
 from modelfn.store import open_store
 
 ONNX = {"FP32": TensorProto.FLOAT, "BYTES": TensorProto.STRING}
@@ -362,7 +361,7 @@ def test_the_depth_limit_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         tfserving.decode_parsed(strings, identity("BYTES"), limits)
     monkeypatch.setenv("MODELFN_MAX_JSON_DEPTH", "8")
     assert SizeLimits.from_settings(Settings()).max_json_depth == 8
-    with pytest.raises(pydantic.ValidationError):
+    with pytest.raises(SettingsError, match="max_json_depth=513: expected an integer at least 1 and at most 512"):
         Settings(max_json_depth=513)  # a recursive walk stays far from Python's recursion limit
 
 

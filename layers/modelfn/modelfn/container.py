@@ -117,7 +117,11 @@ def serve(cfg: ServerConfig) -> int:
     if not cfg.store:
         print("modelfn.container: no store: set MODELFN_STORE (or provide /opt/ml/model)", file=sys.stderr)
         return 2
-    settings = Settings.load(store=cfg.store)
+    try:
+        settings = Settings.load(store=cfg.store)
+    except ModelfnError as e:  # a MODELFN_ variable that does not validate, said in one line
+        print(f"modelfn.container: {e.message}", file=sys.stderr)
+        return 2
     registry = ModelRegistry.from_uri(cfg.store, settings, cfg.models)
     try:
         names = registry.model_names()

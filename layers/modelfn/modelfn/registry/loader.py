@@ -240,7 +240,7 @@ class ModelCache:
         check_manifest(manifest, name, version)
         cache_dir = private_dir(settings.cache_dir)
         if cache_dir != settings.cache_dir:
-            settings = settings.model_copy(update={"cache_dir": cache_dir})
+            settings = settings.replace(cache_dir=cache_dir)
         folder = cached_path(cache_dir, bundle_id(manifest)).parent
         if settings.verify_key is not None:
             self._check_signature(repo.store, manifest, folder, settings.verify_key)
