@@ -84,6 +84,9 @@ class PrometheusMetrics(ResponseObserver):
         """Read at each scrape: add the statistics of a part that keeps its own (e.g. shadow traffic)."""
         self.registry.register(_Sources(self.sources))
         self._loads: set[tuple[str, int, int]] = set()
+        self._children: dict[tuple[str, str, str, str], tuple[Any, Any, Any]] = {}
+        """(requests, latency, errors) children by their labels: `labels()` validates and locks on every call; the
+        labels are served names, versions, route templates and status classes, so this stays as small as /metrics."""
         self._model_registry: ModelRegistry | None = None
         self._attribute: Attribution | None = None
 
@@ -105,12 +108,16 @@ class PrometheusMetrics(ResponseObserver):
         model, number = self._attribute(request, response) if self._attribute else (response.model, response.version)
         model = model or ""
         version = str(number) if number is not None else ""
-        route = response.route or names.UNMATCHED
-        status = names.status_class(response.status)
-        self.requests.labels(model, version, route, status).inc()
-        if response.status >= 400:
-            self.errors.labels(model, version, route, status).inc()
-        self.latency.labels(model, version, route).observe(seconds)
+        key = (model, version, response.route or names.UNMATCHED, names.status_class(response.status))
+        children = self._children.get(key)
+        if children is None:
+            errors = self.errors.labels(*key) if response.status >= 400 else None
+            children = self._children[key] = (self.requests.labels(*key), self.latency.labels(*key[:3]), errors)
+        requests, latency, errors = children
+        requests.inc()
+        if errors is not None:
+            errors.inc()
+        latency.observe(seconds)
 
     def transport(self, response: Response, seconds: float) -> None:
         """The ASGI adapter's observer: every response the server sent, refusals before the service included."""
