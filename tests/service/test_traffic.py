@@ -111,6 +111,15 @@ def test_a_function_reads_traffic_at_init_beside_its_model_and_a_pinned_one_neve
     assert pinned.traffic.fresh("m") is None
 
 
+def test_after_a_snapstart_restore_traffic_is_read_again(store: str, tmp_path: Path) -> None:
+    _write_traffic(store, {"split": {"canary": 100}})
+    fn = ModelFunction(Settings(store=store, model="m", cache_dir=tmp_path / "fn", label_ttl=3600))
+    _write_traffic(store, {"split": {"stable": 100}})  # changed while the snapshot sat in storage
+    assert _infer(fn.service).headers[VERSION_HEADER] == "2"  # within the TTL: what init read
+    fn.after_restore()
+    assert _infer(fn.service).headers[VERSION_HEADER] == "1"
+
+
 def test_traffic_changes_are_picked_up_within_the_ttl_and_a_bad_file_never_stops_serving(
     store: str, tmp_path: Path
 ) -> None:

@@ -277,3 +277,4 @@ class ModelFunction:
 
         s3_client.cache_clear()
         self.registry.cache.forget_labels()
+        self.traffic.forget()

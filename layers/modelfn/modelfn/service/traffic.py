@@ -98,6 +98,11 @@ class TrafficRouter:
             self._traffic.put(key, (None,))
             return None
 
+    def forget(self) -> None:
+        """Re-read every model's traffic.json on its next use (after a SnapStart restore the snapshot's reads are
+        stale), keeping what was read as the fallback for a store that does not answer."""
+        self._traffic.expire()
+
     # ---- choosing --------------------------------------------------------------------------------------------
     def choose(self, name: str, traffic: Traffic | None, headers: Mapping[str, str]) -> Choice:
         if traffic is None:
